@@ -1,0 +1,81 @@
+"""The search spaces mnas ships, and the published architectures as points of them.
+
+Spaces (`get_space(name)`):
+  mobilenet_v1       MobileNetV1's own grid: alpha x rho (Howard et al. 2017, Tables 6-7).
+  mnasnet            MnasNet's factorized hierarchical space (Tan et al. 2019, section 4).
+  proxylessnas       ProxylessNAS's per-layer space: kernel 3/5/7 x expansion 3/6, plus depth
+                     (Cai et al. 2019; the TuNAS variant with MobileNetV2's skeleton).
+  mobilenet_v3_large MobileNetV3-like per-layer space on the V3-Large skeleton (kernel 3/5/7,
+  mobilenet_v3_small expansion 1-6, SE on/off, ReLU/h-swish, depth and width per stage).
+  tiny               A small MobileNetV3-like space for CPU-sized searches (the quickstart).
+
+References (`get_reference(name, width_multiplier, resolution)`): mobilenet_v1, mobilenet_v2,
+mobilenet_v3_large, mobilenet_v3_small, mnasnet_a1, mnasnet_b1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from mnas.space import Architecture, SpaceError, parse
+from search_spaces import mnasnet, mobilenet, proxylessnas, v3_like
+
+SPACES = {
+    'mobilenet_v1': mobilenet.V1_SPACE,
+    'mnasnet': mnasnet.SPACE,
+    'proxylessnas': proxylessnas.SPACE,
+    'mobilenet_v3_large': v3_like.LARGE_SPACE,
+    'mobilenet_v3_small': v3_like.SMALL_SPACE,
+    'tiny': v3_like.TINY_SPACE,
+}
+
+# name -> (architecture string at alpha 1.0 and 224, the space it belongs to)
+REFERENCES = {
+    'mobilenet_v1': (mobilenet.V1, 'mobilenet_v1'),
+    'mobilenet_v2': (mobilenet.V2, 'proxylessnas'),
+    'mobilenet_v3_large': (v3_like.V3_LARGE, 'mobilenet_v3_large'),
+    'mobilenet_v3_small': (v3_like.V3_SMALL, 'mobilenet_v3_small'),
+    'mnasnet_a1': (mnasnet.A1, 'mnasnet'),
+    'mnasnet_b1': (mnasnet.B1, 'mnasnet'),
+}
+
+
+def get_space(name: str):
+  if name not in SPACES:
+    raise SpaceError(f'unknown search space {name!r}; known: {sorted(SPACES)}')
+  return SPACES[name]
+
+
+def get_reference(name: str, width_multiplier: float = 1.0, resolution: int = 224) -> Architecture:
+  if name not in REFERENCES:
+    raise SpaceError(f'unknown reference architecture {name!r}; known: {sorted(REFERENCES)}')
+  return parse(REFERENCES[name][0]).replace(width_multiplier=float(width_multiplier),
+                                            resolution=int(resolution))
+
+
+def load_arch(spec: str, width_multiplier: float | None = None,
+              resolution: int | None = None) -> Architecture:
+  """An architecture from a reference name, a string form, or a JSON file path.
+
+  `width_multiplier` / `resolution`, when given, override the architecture's own.
+  """
+  spec = spec.strip()
+  if spec in REFERENCES:
+    arch = get_reference(spec)
+  elif spec.endswith('.json') or os.path.isfile(spec):
+    if not os.path.isfile(spec):
+      raise SpaceError(f'architecture file {spec!r} does not exist')
+    with open(spec) as f:
+      arch = Architecture.from_json(json.load(f))
+  elif ' ' in spec:
+    arch = parse(spec)
+  else:
+    raise SpaceError(f'unknown architecture {spec!r}: give a reference name {sorted(REFERENCES)}, '
+                     'a string form ("r224_w1.0_sev3 stem_... head_..."), or a JSON file')
+  kw = {}
+  if width_multiplier is not None:
+    kw['width_multiplier'] = float(width_multiplier)
+  if resolution is not None:
+    kw['resolution'] = int(resolution)
+  return arch.replace(**kw) if kw else arch

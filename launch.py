@@ -1,0 +1,95 @@
+r"""mnas command line.
+
+  python launch.py describe --arch mobilenet_v3_large [--width_multiplier 0.75] [--resolution 192]
+  python launch.py search   --config experiments/quickstart.py --workdir /tmp/mnas
+  python launch.py train    --config experiments/train.py --workdir DIR [--config.arch=...]
+  python launch.py latency build|validate|predict|export|import --config experiments/latency.py ...
+  python launch.py report   --workdir DIR
+
+Configs are ml_collections files; any field can be overridden (`--config.lr=0.1`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+flags.DEFINE_string('arch', None, 'Reference name, architecture string, or JSON file.')
+flags.DEFINE_float('width_multiplier', None, 'Override the width multiplier (alpha).')
+flags.DEFINE_integer('resolution', None, 'Override the input resolution.')
+flags.DEFINE_integer('num_classes', 1000, 'Classifier width for `describe`.')
+flags.DEFINE_string('workdir', None, 'Where checkpoints, summaries and results go.')
+config_flags.DEFINE_config_file('config', None, 'An ml_collections config file.', lock_config=True)
+FLAGS = flags.FLAGS
+
+
+def describe(argv) -> None:
+  """Prints one JSON object: params, MACs, resolution, string form, per-layer table."""
+  import search_spaces
+  from mnas import counting
+  if not FLAGS.arch:
+    raise app.UsageError('describe needs --arch (a reference name, an architecture string, '
+                         f'or a JSON file); references: {sorted(search_spaces.REFERENCES)}')
+  arch = search_spaces.load_arch(FLAGS.arch, FLAGS.width_multiplier, FLAGS.resolution)
+  counts = counting.count(arch, FLAGS.num_classes)
+  layers = arch.describe_layers()
+  for row, (p, m) in zip(layers, counts['layers']):
+    row.update(params=p, macs=m)
+  print(json.dumps(dict(arch=str(arch), id=arch.id, params=counts['params'], macs=counts['macs'],
+                        resolution=arch.resolution, width_multiplier=arch.width_multiplier,
+                        num_classes=FLAGS.num_classes, layers=layers), indent=1))
+
+
+def _needs(what: str):
+  if what == 'config' and FLAGS.config is None:
+    raise app.UsageError('this command needs --config=experiments/<name>.py')
+  if what == 'workdir' and not FLAGS.workdir:
+    raise app.UsageError('this command needs --workdir=DIR')
+
+
+def train(argv) -> None:
+  from mnas import train as train_lib
+  _needs('config'), _needs('workdir')
+  train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+def search(argv) -> None:
+  from mnas import search as search_lib
+  _needs('config'), _needs('workdir')
+  search_lib.run(FLAGS.config, FLAGS.workdir)
+
+
+def report(argv) -> None:
+  from mnas import search as search_lib
+  _needs('workdir')
+  search_lib.report(FLAGS.workdir)
+
+
+def latency(argv) -> None:
+  from mnas import latency as latency_lib
+  verbs = ('build', 'validate', 'predict', 'export', 'import')
+  if len(argv) < 3 or argv[2] not in verbs:
+    raise app.UsageError(f'latency needs a verb, one of {verbs}')
+  latency_lib.main(argv[2], FLAGS.config, FLAGS.workdir, FLAGS.arch, argv[3:])
+
+
+COMMANDS = {'describe': describe, 'train': train, 'search': search, 'report': report,
+            'latency': latency}
+
+
+def main(argv) -> None:
+  if len(argv) < 2 or argv[1] not in COMMANDS:
+    raise app.UsageError(f'usage: launch.py COMMAND [flags]; COMMAND one of {sorted(COMMANDS)}')
+  from mnas.space import SpaceError
+  logging.set_verbosity(logging.INFO)
+  try:
+    COMMANDS[argv[1]](argv)
+  except SpaceError as e:  # Bad input: a clear message, not a traceback.
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  app.run(main)

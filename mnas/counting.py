@@ -1,0 +1,69 @@
+"""Analytical parameter and multiply-add counts of any architecture.
+
+MACs are the multiply-accumulates of convolutions and dense layers at the architecture's
+resolution, batch 1 (the papers' "Mult-Adds"); batch norm, activations and pooling are not
+counted. Params count batch-norm scale and bias but not its moving statistics, like Flax's
+`params` collection and PyTorch's `parameters()`.
+"""
+
+from __future__ import annotations
+
+from mnas.space import Architecture
+
+
+def _ceil_div(a: int, b: int) -> int:
+  return -(-a // b)
+
+
+def layer_counts(spec: dict) -> tuple[int, int]:
+  """(params, MACs) of one row of `Architecture.describe_layers()`."""
+  k, cin, mid, cout, se = spec['kernel'], spec['cin'], spec['expanded'], spec['cout'], spec['se']
+  h_in = spec['input_resolution']
+  h_out = _ceil_div(h_in, spec['stride'])
+  p = m = 0
+  if spec['type'] == 'conv':
+    p += k * k * cin * cout + 2 * cout
+    m += h_out * h_out * k * k * cin * cout
+  else:
+    if spec['type'] == 'ir' and mid != cin:  # 1x1 expansion + BN.
+      p += cin * mid + 2 * mid
+      m += h_in * h_in * cin * mid
+    p += k * k * mid + 2 * mid  # Depthwise + BN.
+    m += h_out * h_out * k * k * mid
+    p += mid * cout + 2 * cout  # 1x1 projection + BN.
+    m += h_out * h_out * mid * cout
+  if se:  # Two 1x1 convs with bias on the pooled vector.
+    p += mid * se + se + se * mid + mid
+    m += 2 * mid * se
+  return p, m
+
+
+def count(arch: Architecture, num_classes: int = 1000) -> dict:
+  """{'params', 'macs', 'layers': [(params, macs) per layer]} for `arch`."""
+  res = _ceil_div(arch.resolution, 2)
+  stem = arch.scaled(arch.stem.out)
+  params = arch.stem.kernel ** 2 * 3 * stem + 2 * stem
+  macs = res * res * arch.stem.kernel ** 2 * 3 * stem
+  per_layer = [layer_counts(s) for s in arch.describe_layers()]
+  params += sum(p for p, _ in per_layer)
+  macs += sum(m for _, m in per_layer)
+  c = arch.scaled(arch.layers[-1].out)
+  for j, (width, _) in enumerate(arch.head_widths()):
+    res = res_final(arch)
+    if j < len(arch.head.pre):  # 1x1 conv + BN at the final resolution.
+      params += c * width + 2 * width
+      macs += res * res * c * width
+    else:  # After the pool: a dense layer with bias.
+      params += c * width + width
+      macs += c * width
+    c = width
+  params += c * num_classes + num_classes
+  macs += c * num_classes
+  return {'params': params, 'macs': macs, 'layers': per_layer}
+
+
+def res_final(arch: Architecture) -> int:
+  res = _ceil_div(arch.resolution, 2)
+  for layer in arch.layers:
+    res = _ceil_div(res, layer.stride)
+  return res

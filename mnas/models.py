@@ -1,0 +1,155 @@
+"""One Flax builder for every architecture of every space.
+
+Layer semantics follow the TF reference code (tensorflow/models slim `mobilenet_v3.py`,
+tpu `mnasnet_model.py`): batch norm with decay 0.99 and epsilon 1e-3, convolutions without
+bias before batch norm, TF "SAME" padding, dropout before the classifier. Batch-norm
+statistics live in the `batch_stats` collection; under `jax.pmap` pass `bn_axis_name` to
+average them across replicas (cross-replica batch norm, as the TPU code does).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mnas import ops
+from mnas.space import Architecture
+
+BN_MOMENTUM = 0.99  # TF reference code: batch_norm_momentum (decay).
+BN_EPSILON = 1e-3   # TF reference code: batch_norm_epsilon.
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    'relu': nn.relu,
+    'relu6': nn.relu6,
+    'hs': nn.hard_swish,  # x * relu6(x + 3) / 6 (MobileNetV3 Eq. 2).
+    'swish': nn.swish,
+}
+
+# TF reference initialisers: conv kernels N(0, sqrt(2 / fan_out)); dense U(+-1/sqrt(out)).
+conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+dense_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_out', 'uniform')
+
+
+class SqueezeExcite(nn.Module):
+  """Squeeze-and-excite (Hu et al. 2018) with the MobileNetV3 or MnasNet gate."""
+  inner: int
+  gate: str  # 'v3': hard sigmoid (MobileNetV3); 'mnas': sigmoid (MnasNet).
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    s = jnp.mean(x, axis=(1, 2), keepdims=True)
+    s = nn.Conv(self.inner, (1, 1), kernel_init=conv_init, dtype=self.dtype, name='reduce')(s)
+    s = nn.relu(s)
+    s = nn.Conv(x.shape[-1], (1, 1), kernel_init=conv_init, dtype=self.dtype, name='expand')(s)
+    gate = nn.hard_sigmoid(s) if self.gate == 'v3' else nn.sigmoid(s)
+    return x * gate
+
+
+class Block(nn.Module):
+  """One layer: `conv`, `ds` (MobileNetV1) or `ir` (MobileNetV2/V3, MnasNet MBConv).
+
+  `spec` is one row of `Architecture.describe_layers()`.
+  """
+  spec: dict
+  se_rule: str
+  train: bool
+  dtype: Any = jnp.float32
+  depthwise_impl: str = 'auto'
+  bn_axis_name: str | None = None
+
+  def _bn(self, x, name):
+    return nn.BatchNorm(use_running_average=not self.train, momentum=BN_MOMENTUM,
+                        epsilon=BN_EPSILON, axis_name=self.bn_axis_name, dtype=self.dtype,
+                        name=name)(x)
+
+  def _conv(self, x, features, kernel, stride, name):
+    return nn.Conv(features, (kernel, kernel), (stride, stride), padding='SAME', use_bias=False,
+                   kernel_init=conv_init, dtype=self.dtype, name=name)(x)
+
+  def _dw(self, x, name):
+    s = self.spec
+    return ops.DepthwiseConv(kernel_size=s['kernel'], strides=s['stride'],
+                             impl=self.depthwise_impl, dtype=self.dtype,
+                             kernel_init=conv_init, name=name)(x)
+
+  def _se(self, x):
+    return SqueezeExcite(self.spec['se'], self.se_rule, self.dtype, name='se')(x)
+
+  @nn.compact
+  def __call__(self, x):
+    s, act = self.spec, ACTIVATIONS[self.spec['act']]
+    shortcut = x
+    if s['type'] == 'conv':
+      x = act(self._bn(self._conv(x, s['cout'], s['kernel'], s['stride'], 'conv'), 'bn'))
+      if s['se']:
+        x = self._se(x)
+    elif s['type'] == 'ds':
+      x = act(self._bn(self._dw(x, 'depthwise'), 'depthwise_bn'))
+      if s['se']:
+        x = self._se(x)
+      x = act(self._bn(self._conv(x, s['cout'], 1, 1, 'project'), 'project_bn'))
+    else:  # Inverted residual; expansion 1 has no expansion conv.
+      if s['expanded'] != s['cin']:
+        x = act(self._bn(self._conv(x, s['expanded'], 1, 1, 'expand'), 'expand_bn'))
+      x = act(self._bn(self._dw(x, 'depthwise'), 'depthwise_bn'))
+      if s['se']:
+        x = self._se(x)
+      x = self._bn(self._conv(x, s['cout'], 1, 1, 'project'), 'project_bn')  # Linear.
+    if s['residual']:
+      x = x + shortcut
+    return x
+
+
+class MobileNet(nn.Module):
+  """Stem, blocks, head and classifier of any `Architecture`.
+
+  Input: NHWC images at `arch.resolution` (any size works; counts assume it).
+  """
+  arch: Architecture
+  num_classes: int = 1000
+  dropout_rate: float = 0.2  # MobileNetV3 / MnasNet: dropout 0.2 before the classifier.
+  dtype: Any = jnp.float32
+  depthwise_impl: str = 'auto'
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    arch = self.arch
+    bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
+                           epsilon=BN_EPSILON, axis_name=self.bn_axis_name, dtype=self.dtype)
+    x = x.astype(self.dtype)
+    x = nn.Conv(arch.scaled(arch.stem.out), (arch.stem.kernel,) * 2, (2, 2), padding='SAME',
+                use_bias=False, kernel_init=conv_init, dtype=self.dtype, name='stem')(x)
+    x = ACTIVATIONS[arch.stem.act](bn(name='stem_bn')(x))
+    for spec in arch.describe_layers():
+      x = Block(spec, arch.se_rule, train, self.dtype, self.depthwise_impl, self.bn_axis_name,
+                name=f'block{spec["index"]}')(x)
+    head = arch.head_widths()
+    for j, (c, a) in enumerate(head[:len(arch.head.pre)]):
+      x = nn.Conv(c, (1, 1), use_bias=False, kernel_init=conv_init, dtype=self.dtype,
+                  name=f'head{j}')(x)
+      x = ACTIVATIONS[a](bn(name=f'head{j}_bn')(x))
+    x = jnp.mean(x, axis=(1, 2))
+    for j, (c, a) in enumerate(head[len(arch.head.pre):]):  # After the pool: bias, no BN.
+      x = ACTIVATIONS[a](nn.Dense(c, kernel_init=conv_init, dtype=self.dtype,
+                                  name=f'head_post{j}')(x))
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='classifier')(x)
+    return x.astype(jnp.float32)
+
+
+def build_model(arch: Architecture, num_classes: int = 1000, **kwargs) -> MobileNet:
+  """The model of an architecture; kwargs: dropout_rate, dtype, depthwise_impl, bn_axis_name."""
+  return MobileNet(arch=arch, num_classes=num_classes, **kwargs)
+
+
+def init_variables(model: MobileNet, rng: jax.Array, batch_size: int = 1) -> dict:
+  """Parameters and batch statistics, initialised on a dummy batch (jitted)."""
+  res = model.arch.resolution
+  shape = (batch_size, res, res, 3)
+  return jax.jit(lambda r: model.init(r, jnp.zeros(shape, jnp.float32), train=False))(rng)
