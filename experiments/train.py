@@ -1,0 +1,123 @@
+r"""Training a model: the proxy task's recipe and final models.
+
+  python launch.py train --config experiments/train.py --workdir /tmp/mnas_train
+  python launch.py train --config experiments/train.py:imagenet --workdir DIR \
+      --config.data_dir=/path/to/tensorflow_datasets --config.arch=mnasnet_a1
+
+The default is CPU-sized: MobileNetV3-Small at 64x64 on the embedded `mnas_shapes` set
+(20,000 generated 64x64 images, 10 classes; generated into `data_dir` on first use).
+The `imagenet` variant is the papers' recipe (needs `imagenet2012` prepared in array_record
+format in `data_dir`, see mnas/data.py).
+
+Sources for the paper-scale values:
+  [MnasNet]  Tan et al., "MnasNet: Platform-Aware Neural Architecture Search for Mobile",
+             CVPR 2019, section 5 ("Implementation details") and the TPU reference code
+             tensorflow/tpu models/official/mnasnet (mnasnet_main.py, utils.py).
+  [V3]       Howard et al., "Searching for MobileNetV3", ICCV 2019, section 6.1.
+  [Goyal]    Goyal et al., "Accurate, Large Minibatch SGD", 2017 (linear lr scaling, warmup).
+  [Szegedy]  Szegedy et al., "Rethinking the Inception Architecture", 2016 (label smoothing).
+
+Every field is read by mnas/train.py (which falls back to the same values, `DEFAULTS`, for
+fields a config leaves out, e.g. a search config's `train` block).
+"""
+
+import ml_collections
+
+
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+
+  # --- Model.
+  # Reference name ('mobilenet_v3_small', 'mnasnet_a1', ...), an architecture string, or a JSON
+  # file (search_spaces.load_arch).
+  c.arch = 'mobilenet_v3_small'
+  c.width_multiplier = ml_collections.config_dict.placeholder(float)  # None: the arch's own.
+  c.resolution = 64  # Input side; None: the arch's own (224 for the references).
+  c.num_classes = ml_collections.config_dict.placeholder(int)  # None: from the dataset info.
+  c.dropout_rate = 0.2  # [MnasNet] "dropout rate 0.2"; [V3] "dropout of 0.8" (keep prob).
+  c.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
+  c.depthwise_impl = 'auto'  # mnas.ops depthwise convolution implementation.
+
+  # --- Data.
+  c.dataset = 'mnas_shapes'  # Embedded, generated locally; 'mnas_shapes/tiny' for tests.
+  c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  # Examples of 'train' held out as the validation split the search's proxy task reports
+  # (the test split is never looked at by the search). None: the dataset's default (50,000
+  # on ImageNet as in [MnasNet]; 2,000 of mnas_shapes' 20,000). 0: train on everything.
+  c.holdout = None  # A count or a percentage string ('10%').
+  c.min_area = ml_collections.config_dict.placeholder(float)  # Random-crop area; None: data default.
+  c.eval_split = 'test'  # What train_and_evaluate reports: 'test' or 'validation' (the holdout).
+  c.data_threads = 2
+
+  # --- Optimisation.
+  c.batch_size = 64  # Global. [MnasNet] and [V3]: 4096 on TPU.
+  c.eval_batch_size = ml_collections.config_dict.placeholder(int)  # None: batch_size.
+  c.optimizer = 'rmsprop'  # [MnasNet], [V3]: RMSProp; or 'sgd' (momentum, optional Nesterov).
+  # Learning rate per base_batch_size examples, scaled linearly with the global batch [Goyal].
+  # [MnasNet] 0.016 per 256 (= 0.256 at 4096, the TPU code's base_learning_rate);
+  # [V3] 0.1 at 4096 (= 0.00625 per 256).
+  c.lr = 0.016
+  c.base_batch_size = 256
+  # 'exponential': [MnasNet] decay by 0.97 every 2.4 epochs (staircase, counted from step 0,
+  # as in the TPU code); [V3] states "decay rate of 0.01 every 3 epochs". 'cosine': to
+  # end_lr_ratio * peak at the last step; better for short proxy runs. 'constant'.
+  c.schedule = 'cosine'
+  c.warmup_epochs = 0.2  # [MnasNet]: linear warmup from 0 over 5 epochs [Goyal].
+  c.lr_decay_rate = 0.97  # [MnasNet].
+  c.lr_decay_epochs = 2.4  # [MnasNet].
+  c.end_lr_ratio = 0.0
+  c.momentum = 0.9  # [MnasNet], [V3].
+  c.nesterov = False
+  c.rmsprop_decay = 0.9  # [MnasNet].
+  # TF's RMSProp: epsilon inside the square root, sqrt(ms + eps) (optax eps_in_sqrt=True);
+  # the TPU MnasNet code uses epsilon 0.001.
+  c.rmsprop_epsilon = 1e-3
+  c.rmsprop_initial_scale = 1.0  # TF1 RMSPropOptimizer starts the mean square at 1.
+  c.weight_decay = 1e-5  # L2 (sum w^2 / 2) on conv/dense kernels: [MnasNet], [V3] 1e-5.
+  c.label_smoothing = 0.1  # [Szegedy]; the TPU MnasNet code's label_smoothing 0.1.
+  # EMA of weights and batch-norm statistics, used for evaluation; TF's num_updates ramp
+  # min(decay, (1 + step) / (10 + step)) is always applied. [MnasNet] TPU code, [V3]: 0.9999
+  # (for ~350 epochs); short CPU runs need a shorter average. 0: evaluate the raw weights.
+  c.ema_decay = 0.99
+  c.grad_clip_norm = 0.0  # Global-norm clipping; 0: off (the papers do not clip).
+
+  # --- Length. num_train_steps > 0 wins over num_epochs. [MnasNet] proxy task: 5 epochs.
+  c.num_epochs = 4.0
+  c.num_train_steps = -1
+
+  # --- Bookkeeping.
+  c.log_every_steps = 50
+  c.eval_every_steps = -1  # -1: only at the end.
+  c.checkpoint_every_steps = 500
+  c.keep_checkpoints = 3
+  c.seed = 0
+
+  if variant == 'imagenet':  # The papers' full recipe on ImageNet (TPU-pod scale).
+    c.dataset = 'imagenet2012'
+    c.resolution = 224
+    c.holdout = 0  # Final models train on all of 'train' and report 'validation' as test.
+    c.batch_size = 4096  # [MnasNet], [V3].
+    c.lr = 0.016  # [MnasNet] 0.256 at 4096.
+    c.schedule = 'exponential'  # [MnasNet] 0.97 every 2.4 epochs.
+    c.warmup_epochs = 5.0  # [MnasNet].
+    c.ema_decay = 0.9999  # [MnasNet] TPU code, [V3].
+    # The papers do not state the length of the final training; 350 epochs is the usual
+    # choice of the reference TPU implementations (EfficientNet). Not verified for MnasNet.
+    c.num_epochs = 350.0
+    c.log_every_steps = 100
+    c.eval_every_steps = 5000
+    c.checkpoint_every_steps = 2000
+    c.data_threads = 16
+  elif variant == 'imagenet_proxy':  # [MnasNet]'s proxy task: 5 epochs, 50k held out.
+    c.dataset = 'imagenet2012'
+    c.resolution = 224
+    c.holdout = 50_000
+    c.batch_size = 4096
+    c.warmup_epochs = 1.0
+    c.num_epochs = 5.0
+    c.ema_decay = 0.999
+    c.eval_split = 'validation'
+    c.data_threads = 16
+  elif variant:
+    raise ValueError(f'unknown variant {variant!r}: "", "imagenet" or "imagenet_proxy"')
+  return c

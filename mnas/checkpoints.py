@@ -1,0 +1,126 @@
+"""Checkpoints of a training run: the train state and the input iterator's state.
+
+A thin layer over orbax's `CheckpointManager` (orbax-checkpoint 0.12): each step directory
+holds two items, `state` (the unreplicated train state as a pytree of numpy arrays, written
+with `StandardSave`) and `data` (the grain iterator's JSON state, `JsonSave`). orbax writes a
+step into a temporary directory and renames it when complete, so a crash mid-save leaves no
+half-written step behind; a step that is nevertheless unreadable (truncated or deleted files,
+a disk error) is moved aside to `<directory>.corrupt/` with a warning and the previous step is
+restored instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import warnings
+from typing import Any
+
+from absl import logging
+import flax.serialization
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CorruptCheckpointWarning(UserWarning):
+  """The latest checkpoint could not be read; an earlier one was used."""
+
+
+def _to_host(tree):
+  """Numpy copies of a pytree of arrays (first replica of pmapped ones taken by the caller)."""
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+class Checkpointer:
+  """Saves and restores (train state, data-iterator state) pairs by step.
+
+  Args:
+    directory: where the step directories go (created if missing).
+    max_to_keep: number of most recent checkpoints kept.
+    async_save: write in a background thread (`wait()` or `close()` to finish).
+  """
+
+  def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True):
+    self.directory = os.path.abspath(os.fspath(directory))
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           enable_async_checkpointing=async_save)
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=('state', 'data'))
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps(read=True))
+
+  def latest_step(self) -> int | None:
+    steps = self.all_steps()
+    return steps[-1] if steps else None
+
+  def save(self, step: int, state: Any, data_state: dict | None = None) -> bool:
+    """Saves `state` (any pytree: a flax struct, optax states ...) at `step`.
+
+    The state is stored as its flax state dict, so restoring needs a target of the same
+    structure (see `restore`). Returns whether a checkpoint was written.
+    """
+    tree = _to_host(flax.serialization.to_state_dict(state))
+    args = ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                              data=ocp.args.JsonSave(data_state or {}))
+    return self._manager.save(int(step), args=args, force=True)
+
+  def _restore_step(self, step: int, target: Any):
+    abstract = _to_host(flax.serialization.to_state_dict(target))
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+    state_dict = restored['state']
+    # Check that every leaf came back with the expected shape: a partially written array
+    # must not pass as a good checkpoint.
+    def check(a, b):
+      if np.shape(a) != np.shape(b):
+        raise ValueError(f'restored shape {np.shape(b)} != expected {np.shape(a)}')
+    jax.tree.map(check, abstract, state_dict)
+    state = flax.serialization.from_state_dict(target, state_dict)
+    return state, dict(restored['data'] or {})
+
+  def restore(self, target: Any) -> tuple[int, Any, dict] | None:
+    """(step, state, data_state) of the newest readable checkpoint, or None if there is none.
+
+    `target` is a pytree of the state's structure (e.g. a freshly initialised train state);
+    its leaves are replaced by the restored arrays (numpy). Unreadable newer steps are moved
+    aside to `<directory>.corrupt/<step>-<time>` with a `CorruptCheckpointWarning`, so that
+    training can continue (and save those steps again) from the previous one.
+    """
+    for step in reversed(self.all_steps()):
+      try:
+        state, data_state = self._restore_step(step, target)
+      except Exception as e:  # pylint: disable=broad-except
+        msg = (f'checkpoint step {step} in {self.directory} is unreadable '
+               f'({type(e).__name__}: {str(e)[:300]}); falling back to the previous one')
+        logging.warning(msg)
+        warnings.warn(msg, CorruptCheckpointWarning, stacklevel=2)
+        self._quarantine(step)
+        continue
+      logging.info('Restored checkpoint step %d from %s.', step, self.directory)
+      return step, state, data_state
+    return None
+
+  def _quarantine(self, step: int) -> None:
+    src = os.path.join(self.directory, str(step))
+    if not os.path.exists(src):
+      matches = [d for d in os.listdir(self.directory)
+                 if d.split('_')[-1] == str(step) and not d.startswith('.')]
+      if not matches:
+        self._manager.reload()
+        return
+      src = os.path.join(self.directory, matches[0])
+    dst_dir = self.directory + '.corrupt'
+    os.makedirs(dst_dir, exist_ok=True)
+    dst = os.path.join(dst_dir, f'{os.path.basename(src)}-{int(time.time())}')
+    shutil.move(src, dst)
+    self._manager.reload()
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,220 @@
+"""Tests of mnas.train: data-parallel equivalence, resume, corrupt checkpoints, divergence,
+and the proxy task ranking architectures on the embedded dataset."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A very small architecture for the mechanics tests (32x32 input).
+SMALL = ('r32_w1_sev3 stem_c8_hs ir_r1_k3_s2_e3_c16_se0.25_hs ir_r1_k3_s1_e3_c16_relu '
+         'head_c32_hs_pool_c64_hs')
+
+
+def _experiment():
+  """experiments/train.py as a module (it is a config file, not a package member)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location('experiments_train',
+                                                os.path.join(ROOT, 'experiments', 'train.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _config(data_dir, **overrides):
+  config = _experiment().get_config()
+  config.dataset = 'mnas_shapes/tiny'
+  config.data_dir = str(data_dir)
+  config.holdout = 100
+  config.batch_size = 16
+  config.resolution = 32
+  config.log_every_steps = 1
+  config.data_threads = 1
+  config.update(overrides)
+  return config
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  d = os.environ.get('MNAS_TEST_DATA_DIR') or str(tmp_path_factory.mktemp('tfds'))
+  from mnas import data
+  data.dataset_info('mnas_shapes/tiny', d)  # Generates it once (about 2 s).
+  return d
+
+
+def _arch(spec=SMALL, resolution=None):
+  import search_spaces
+  return search_spaces.load_arch(spec, resolution=resolution)
+
+
+def test_experiment_config_matches_defaults():
+  from mnas import train
+  exp = _experiment()
+  config = exp.get_config()
+  for variant in ('imagenet', 'imagenet_proxy'):
+    assert exp.get_config(variant).dataset == 'imagenet2012'
+  assert set(config.keys()) == set(train.DEFAULTS), set(config.keys()) ^ set(train.DEFAULTS)
+  for k, v in train.DEFAULTS.items():
+    assert config[k] == v, (k, config[k], v)
+
+
+def test_schedule_and_optimizer():
+  import ml_collections
+  import optax
+  from mnas import train
+  c = ml_collections.ConfigDict(dict(train.DEFAULTS, batch_size=512, lr=0.016, warmup_epochs=1,
+                                     schedule='exponential'))
+  assert train.peak_learning_rate(c) == pytest.approx(0.032)
+  s = train.make_schedule(c, steps_per_epoch=10, total_steps=100)
+  assert s(0) == pytest.approx(0.0032) and s(9) == pytest.approx(0.032)
+  assert s(24) == pytest.approx(0.032 * 0.97) and s(48) == pytest.approx(0.032 * 0.97 ** 2)
+  c.schedule = 'cosine'
+  s = train.make_schedule(c, steps_per_epoch=10, total_steps=100)
+  assert s(10) == pytest.approx(0.032) and s(99) < 1e-4
+  # RMSProp is TF1's: ms starts at 1, eps inside the square root, momentum on lr-scaled steps.
+  import jax.numpy as jnp
+  tx = train.make_optimizer(c)
+  p = {'w': jnp.ones(3)}
+  st = train._set_learning_rate(tx.init(p), 0.5)
+  g = {'w': jnp.full(3, 2.0)}
+  u, st = tx.update(g, st, p)
+  ms = 0.9 * 1.0 + 0.1 * 4.0
+  np.testing.assert_allclose(u['w'], -0.5 * 2.0 / np.sqrt(ms + 1e-3), rtol=1e-6)
+  mask = train.decayed({'conv': {'kernel': 1, 'bias': 2}, 'bn': {'scale': 3, 'bias': 4}})
+  assert mask == {'conv': {'kernel': True, 'bias': False}, 'bn': {'scale': False, 'bias': False}}
+  del optax
+
+
+_PMAP_CHECK = textwrap.dedent('''
+  import os, sys
+  sys.path.insert(0, {root!r})
+  import jax, numpy as np, ml_collections
+  import search_spaces
+  from mnas import train
+  assert jax.local_device_count() == 4, jax.devices()
+  cfg = ml_collections.ConfigDict(dict(train.DEFAULTS, dropout_rate=0.0, lr=0.5, base_batch_size=8,
+                                       batch_size=8, optimizer='sgd', ema_decay=0.9))
+  arch = search_spaces.load_arch({arch!r})
+  rng = np.random.default_rng(0)
+  B = 8
+  image = rng.normal(size=(B, 32, 32, 3)).astype(np.float32)
+  label = rng.integers(0, 10, B).astype(np.int32)
+  out = {{}}
+  for n in (1, 2, 4):
+    devs = jax.devices()[:n]
+    steps = train.make_steps(arch, 10, cfg, devs)
+    state = train.replicate(steps.init(0), devs)
+    batch = dict(image=image.reshape(n, B // n, 32, 32, 3), label=label.reshape(n, B // n))
+    for _ in range(2):
+      state, metrics = steps.train(state, batch, np.float32(0.1))
+    host = jax.device_get(state)
+    # Every replica holds the same state.
+    for leaf in jax.tree.leaves(host):
+      assert all(np.array_equal(leaf[0], leaf[i]) for i in range(n))
+    out[n] = (train.unreplicate(state), float(metrics['loss'][0]))
+  ref, ref_loss = out[1]
+  init = jax.device_get(train.make_steps(arch, 10, cfg, jax.devices()[:1]).init(0))
+  moved = max(float(np.max(np.abs(a - b))) for a, b in
+              zip(jax.tree.leaves(ref.params), jax.tree.leaves(init.params)))
+  assert moved > 1e-3, moved
+  for n in (2, 4):
+    got, loss = out[n]
+    assert abs(loss - ref_loss) < 1e-5, (n, loss, ref_loss)
+    for what in ('params', 'batch_stats', 'ema_params', 'ema_batch_stats', 'opt_state'):
+      a, b = jax.tree.leaves(getattr(ref, what)), jax.tree.leaves(getattr(got, what))
+      assert len(a) == len(b)
+      for x, y in zip(a, b):
+        np.testing.assert_allclose(np.asarray(y, np.float64), np.asarray(x, np.float64),
+                                   rtol=2e-4, atol=2e-5, err_msg=f'{{n}} devices: {{what}}')
+  print('PMAP_OK', moved)
+''')
+
+
+def test_pmap_matches_single_device_on_2_and_4_devices():
+  """pmean of gradients + cross-replica BN: N devices == 1 device on the same global batch."""
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+             JAX_PLATFORMS='cpu')
+  code = _PMAP_CHECK.format(root=ROOT, arch=SMALL)
+  proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                        timeout=300, cwd=ROOT)
+  assert proc.returncode == 0 and 'PMAP_OK' in proc.stdout, proc.stdout + proc.stderr[-4000:]
+
+
+class _Crash(Exception):
+  pass
+
+
+def test_kill_and_resume_is_bit_exact_and_corrupt_latest_falls_back(data_dir, tmp_path):
+  from mnas import checkpoints, train
+  cfg = _config(data_dir, checkpoint_every_steps=2, keep_checkpoints=3, dropout_rate=0.2)
+  arch = _arch()
+  full = train.train_candidate(arch, cfg, str(tmp_path / 'full'), budget_steps=6, seed=3)
+  assert full.status == 'done' and full.steps == 6 and len(full.train_losses) == 6
+  assert os.path.exists(tmp_path / 'full' / 'result.json')
+  assert glob.glob(str(tmp_path / 'full' / 'events.out.tfevents.*'))
+
+  # Crash during step 4 (the checkpoint at 2 is on disk), then restart and finish.
+  def crash(step, metrics):
+    if step == 4:
+      raise _Crash()
+  with pytest.raises(_Crash):
+    train.train_candidate(arch, cfg, str(tmp_path / 'resumed'), budget_steps=6, seed=3,
+                          callbacks=[crash])
+  resumed = train.train_candidate(arch, cfg, str(tmp_path / 'resumed'), budget_steps=6, seed=3)
+  assert resumed.start_step == 2 and resumed.steps == 6
+  assert resumed.train_losses == full.train_losses[2:], (resumed.train_losses, full.train_losses)
+  assert resumed.val_accuracy == full.val_accuracy and resumed.val_loss == full.val_loss
+
+  # Damage the latest checkpoint (step 6): restoring falls back to step 4 with a warning,
+  # and training from there reproduces the same steps.
+  ckdir = tmp_path / 'full' / 'checkpoints'
+  files = [f for f in glob.glob(str(ckdir / '6' / 'state' / '**'), recursive=True)
+           if os.path.isfile(f) and os.path.getsize(f) > 0]
+  assert files
+  for f in files:
+    with open(f, 'r+b') as fh:
+      fh.truncate(os.path.getsize(f) // 3)
+  with pytest.warns(checkpoints.CorruptCheckpointWarning, match='step 6'):
+    again = train.train_candidate(arch, cfg, str(tmp_path / 'full'), budget_steps=6, seed=3)
+  assert again.start_step == 4 and again.steps == 6
+  assert again.train_losses == full.train_losses[4:]
+  # A missing item directory is also skipped.
+  ckpt = checkpoints.Checkpointer(str(ckdir))
+  assert ckpt.all_steps() == [2, 4, 6]
+  import shutil
+  shutil.rmtree(ckdir / '6' / 'state')
+  target = train.make_steps(arch, 10, cfg).init(0)
+  with pytest.warns(checkpoints.CorruptCheckpointWarning):
+    step, state, data_state = ckpt.restore(target)
+  ckpt.close()
+  assert step == 4 and int(state.step) == 4 and data_state
+
+
+def test_diverging_run_fails_without_raising(data_dir):
+  from mnas import train
+  cfg = _config(data_dir, lr=1e6, optimizer='sgd', weight_decay=0.0)
+  result = train.train_candidate(_arch(), cfg, budget_steps=30)
+  assert result.status == 'failed', result
+  assert 'nan' in result.reason.lower(), result.reason
+  assert result.steps < 30
+
+
+def test_train_and_evaluate_writes_workdir(data_dir, tmp_path):
+  from mnas import train
+  cfg = _config(data_dir, arch=SMALL, num_train_steps=3, eval_split='test',
+                checkpoint_every_steps=100)
+  result = train.train_and_evaluate(cfg, str(tmp_path))
+  assert result.status == 'done' and result.steps == 3 and result.eval_split == 'test'
+  assert 0.0 <= result.val_accuracy <= 1.0 and result.params > 0
+  with open(tmp_path / 'result.json') as f:
+    assert json.load(f)['steps'] == 3
+  assert os.listdir(tmp_path / 'checkpoints')
+  assert glob.glob(str(tmp_path / 'events.out.tfevents.*'))
