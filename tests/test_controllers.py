@@ -1,0 +1,323 @@
+"""Controllers: interface, learning a planted optimum, masks, aging."""
+
+import dataclasses
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnas import controllers
+
+NUM_OPTIONS = (2, 3, 4, 5, 6, 2, 3, 4, 5, 6)  # 518400 architectures.
+PLANT = np.array([1, 0, 3, 2, 5, 0, 2, 1, 4, 3])
+BATCH, STEPS = 50, 60  # 3000 samples.
+
+# Learning-rate / population settings for the short (3000-sample) budget; the
+# defaults are meant for real searches.
+LEARNERS = {
+    'reinforce': ('reinforce', dict(learning_rate=0.05)),
+    'mnasnet_ppo': ('mnasnet', dict(learning_rate=0.01)),
+    'mnasnet_reinforce': ('mnasnet', dict(learning_rate=0.01,
+                                          algorithm='reinforce')),
+    'evolution': ('evolution', dict(population_size=50, tournament_size=10)),
+}
+ALL = dict(LEARNERS, random=('random', {}))
+
+
+def make(key):
+  name, kwargs = ALL[key]
+  return controllers.make_controller(name, NUM_OPTIONS, **kwargs)
+
+
+def planted_reward(indices, rng):
+  """Fraction of decisions equal to the plant, plus N(0, 0.01) noise."""
+  noise = 0.01 * np.asarray(jax.random.normal(rng, (indices.shape[0],)))
+  return (np.asarray(indices) == PLANT).mean(-1) + noise
+
+
+@functools.cache
+def search(key, seed=0):
+  """Runs 3000 samples; returns (controller, state, best match found)."""
+  controller = make(key)
+  rng = jax.random.PRNGKey(seed)
+  state = controller.init(rng)
+  best = 0.0
+  for _ in range(STEPS):
+    rng, k_sample, k_noise = jax.random.split(rng, 3)
+    x = np.asarray(controller.sample(state, k_sample, BATCH))
+    best = max(best, (x == PLANT).mean(-1).max())
+    state, _ = controller.update(state, x, np.ones(x.shape, bool),
+                                 planted_reward(x, k_noise))
+  return controller, state, best
+
+
+def assert_all_arrays(state):
+  leaves = jax.tree.leaves(state)
+  assert leaves and all(isinstance(x, jax.Array) for x in leaves)
+
+
+def test_make_controller_unknown_name():
+  with pytest.raises(ValueError, match='random.*evolution.*reinforce.*mnasnet'):
+    controllers.make_controller('ppo', NUM_OPTIONS)
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError, match='num_options'):
+    controllers.make_controller('reinforce', (3, 0))
+  with pytest.raises(ValueError, match='algorithm'):
+    controllers.make_controller('mnasnet', (3,), algorithm='a2c')
+  with pytest.raises(ValueError, match='tournament_size'):
+    controllers.make_controller('evolution', (3,), population_size=4,
+                                tournament_size=5)
+  c = controllers.make_controller('reinforce', (3, 2))
+  with pytest.raises(ValueError, match='shape'):
+    c.update(c.init(jax.random.PRNGKey(0)), np.zeros((4, 3), int),
+             np.ones((4, 3), bool), np.zeros(4))
+
+
+@pytest.mark.parametrize('key', sorted(ALL))
+def test_interface_pytree_and_determinism(key):
+  c = make(key)  # Same configs and batch size as below: compiled once.
+  state = c.init(jax.random.PRNGKey(0))
+  assert_all_arrays(state)
+  x = c.sample(state, jax.random.PRNGKey(1), BATCH)
+  assert x.shape == (BATCH, len(NUM_OPTIONS)) and x.dtype == jnp.int32
+  assert np.all((0 <= x) & (x < np.array(NUM_OPTIONS)))
+  np.testing.assert_array_equal(x, c.sample(state, jax.random.PRNGKey(1),
+                                            BATCH))
+  assert not np.array_equal(x, c.sample(state, jax.random.PRNGKey(2), BATCH))
+
+  state, metrics = c.update(state, x, np.ones(x.shape, bool),
+                            planted_reward(x, jax.random.PRNGKey(3)))
+  assert_all_arrays(state)
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state)
+             if x.dtype == jnp.float32)
+  assert all(isinstance(v, float) for v in metrics.values())
+  if key != 'random':
+    assert 'entropy' in metrics
+  if key.startswith(('reinforce', 'mnasnet')):
+    assert {'baseline', 'loss'} <= set(metrics)
+  # Same after an update (the evolution population is now partly filled).
+  np.testing.assert_array_equal(
+      c.sample(state, jax.random.PRNGKey(4), BATCH),
+      c.sample(state, jax.random.PRNGKey(4), BATCH))
+  probs = c.probabilities(state)
+  assert [p.shape for p in probs] == [(k,) for k in NUM_OPTIONS]
+  for p in probs:
+    assert np.all(p >= 0) and p.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize('key', sorted(LEARNERS))
+def test_learns_planted_optimum(key):
+  controller, state, best = search(key)
+  assert best == 1.0  # The plant was sampled...
+  if key == 'evolution':
+    # ...and the best living member (the plant itself may have aged out)
+    # matches >= 90% of it.
+    living = np.asarray(state['indices'][jnp.argmax(state['rewards'])])
+    assert (living == PLANT).mean() >= 0.9
+  else:  # ...and the most likely option of every decision is the plant's.
+    found = np.array([p.argmax() for p in controller.probabilities(state)])
+    np.testing.assert_array_equal(found, PLANT)
+  # Clearly better than random search with the same budget, which finds no
+  # architecture matching more than 90% of the plant.
+  _, _, random_best = search('random')
+  assert random_best <= 0.9
+  # The controller now samples near-optimal architectures.
+  x = np.concatenate([controller.sample(state, jax.random.PRNGKey(i), BATCH)
+                      for i in range(4)])
+  random_controller, random_state, _ = search('random')
+  random_x = np.concatenate([random_controller.sample(
+      random_state, jax.random.PRNGKey(i), BATCH) for i in range(4)])
+  assert (x == PLANT).mean() > 0.7 > 0.4 > (random_x == PLANT).mean()
+
+
+def test_reinforce_inactive_decisions_get_no_gradient():
+  c = controllers.make_controller('reinforce', NUM_OPTIONS,
+                                  learning_rate=0.1, entropy_weight=0.01)
+  state = c.init(jax.random.PRNGKey(0))
+  active = np.ones((BATCH, len(NUM_OPTIONS)), bool)
+  active[:, 4] = False  # Decision 4 is never active...
+  active[::2, 8] = False  # ...decision 8 half of the time.
+
+  # Per-sample gradient rows of inactive decisions are exactly zero.
+  x = c.sample(state, jax.random.PRNGKey(1), BATCH)
+  grads = jax.grad(lambda p: c.log_prob(p, x, active).sum())(state['params'])
+  assert np.all(grads['logits'][4] == 0)
+  assert np.any(grads['logits'][8] != 0)
+
+  rng = jax.random.PRNGKey(2)
+  for _ in range(20):
+    rng, k1, k2 = jax.random.split(rng, 3)
+    x = np.asarray(c.sample(state, k1, BATCH))
+    # The reward even depends on the inactive decision: it must not matter.
+    r = planted_reward(x, k2) + (x[:, 4] == 0)
+    state, _ = c.update(state, x, active, r)
+  logits = np.asarray(state['params']['logits'])
+  np.testing.assert_array_equal(logits[4], 0.0)
+  assert np.all(np.abs(logits[np.arange(10) != 4, 0]) > 0)
+  np.testing.assert_allclose(c.probabilities(state)[4], 1 / 6)
+
+
+@pytest.mark.parametrize('key', ['mnasnet_ppo', 'mnasnet_reinforce'])
+def test_lstm_inactive_decision_head_unchanged(key):
+  c = make(key)
+  if key == 'mnasnet_ppo':  # Entropy bonus only over active decisions too.
+    c = dataclasses.replace(c, entropy_weight=0.01)
+  state = c.init(jax.random.PRNGKey(0))
+  params0 = state['params']
+  active = np.ones((BATCH, len(NUM_OPTIONS)), bool)
+  active[:, 4] = False
+  rng = jax.random.PRNGKey(1)
+  for _ in range(5):
+    rng, k1, k2 = jax.random.split(rng, 3)
+    x = np.asarray(c.sample(state, k1, BATCH))
+    state, _ = c.update(state, x, active, planted_reward(x, k2) + x[:, 4])
+  for name in ('head_w', 'head_b'):
+    new, old = state['params'][name], params0[name]
+    np.testing.assert_array_equal(new[4], old[4])
+    assert np.any(new[3] != old[3])
+
+
+@pytest.mark.parametrize('key', ['reinforce', 'mnasnet_ppo'])
+def test_baseline_moving_average(key):
+  c = make(key)
+  state = c.init(jax.random.PRNGKey(0))
+  x = np.asarray(c.sample(state, jax.random.PRNGKey(1), BATCH))
+  active = np.ones(x.shape, bool)
+  state, m = c.update(state, x, active, np.linspace(1.0, 3.0, BATCH))
+  assert m['baseline'] == pytest.approx(2.0)  # First update: mean reward.
+  state, m = c.update(state, x, active, np.full(BATCH, 4.0))
+  assert m['baseline'] == pytest.approx(0.95 * 2.0 + 0.05 * 4.0)
+
+
+def _evolution_state(c, members, rewards, active=None):
+  """Inserts `members` (oldest first) into an empty population."""
+  members = np.asarray(members)
+  active = np.ones(members.shape, bool) if active is None else active
+  state, _ = c.update(c.init(jax.random.PRNGKey(0)), members, active, rewards)
+  return state
+
+
+def _population(state):
+  order = np.argsort(np.asarray(state['born']))  # Oldest first.
+  return (np.asarray(state['indices'])[order].tolist(),
+          np.asarray(state['rewards'])[order].tolist())
+
+
+def test_evolution_removes_oldest_even_if_best():
+  c = controllers.make_controller('evolution', (4, 4), population_size=4,
+                                  tournament_size=2)
+  # The oldest member is by far the best.
+  state = _evolution_state(c, [[0, 0], [1, 1], [2, 2], [3, 3]],
+                           [1.0, 0.1, 0.2, 0.3])
+  state, m = c.update(state, [[0, 1]], [[True, True]], [0.0])
+  members, rewards = _population(state)
+  assert members == [[1, 1], [2, 2], [3, 3], [0, 1]]  # [0, 0] is gone.
+  np.testing.assert_allclose(rewards, [0.1, 0.2, 0.3, 0.0])
+  assert m['population_reward_best'] == pytest.approx(0.3)
+  # Next, the oldest remaining goes, although the newcomer is worse.
+  state, _ = c.update(state, [[1, 0]], [[True, True]], [-1.0])
+  members, _ = _population(state)
+  assert members == [[2, 2], [3, 3], [0, 1], [1, 0]]
+  # A batch larger than the population keeps the newest P.
+  state, _ = c.update(state, np.arange(12).reshape(6, 2) % 4,
+                      np.ones((6, 2), bool), np.arange(6.0))
+  members, _ = _population(state)
+  assert members == [[0, 1], [2, 3], [0, 1], [2, 3]]
+  assert int(state['count']) == 12
+
+
+def test_evolution_uniform_until_full_then_mutates_one_active_decision():
+  c = controllers.make_controller('evolution', (1, 3, 4, 5, 6),
+                                  population_size=8, tournament_size=3)
+  parent = [0, 1, 2, 3, 4]
+  # Not full yet: samples are uniform (do not depend on the population).
+  partial = _evolution_state(c, [parent] * 7, [1.0] * 7)
+  np.testing.assert_array_equal(
+      c.sample(partial, jax.random.PRNGKey(1), 500),
+      c.sample(c.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 500))
+
+  # Full population of clones where only decisions 2 and 4 are active.
+  active = np.tile([False, False, True, False, True], (8, 1))
+  state = _evolution_state(c, [parent] * 8, [1.0] * 8, active)
+  children = np.asarray(c.sample(state, jax.random.PRNGKey(2), 500))
+  diff = children != np.array(parent)
+  assert np.all(diff.sum(-1) == 1)  # Exactly one decision mutated...
+  assert set(np.nonzero(diff)[1]) == {2, 4}  # ...always an active one.
+
+  # No active decision: mutate any decision with > 1 option.
+  state = _evolution_state(c, [parent] * 8, [1.0] * 8, np.zeros((8, 5), bool))
+  children = np.asarray(c.sample(state, jax.random.PRNGKey(3), 500))
+  diff = children != np.array(parent)
+  assert np.all(diff.sum(-1) == 1)
+  assert set(np.nonzero(diff)[1]) == {1, 2, 3, 4}  # Decision 0 has 1 option.
+
+
+def test_evolution_tournament_picks_best_of_sample():
+  c = controllers.make_controller('evolution', (8, 8), population_size=4,
+                                  tournament_size=4)
+  state = _evolution_state(c, [[0, 0], [1, 1], [2, 2], [7, 7]],
+                           [0.1, 0.2, 0.9, 0.3])
+  children = np.asarray(c.sample(state, jax.random.PRNGKey(0), 2000))
+  # Parent [2, 2] wins every tournament it enters (S = 4 draws with
+  # replacement): 1 - (3/4)^4 = 68.4%. Its children keep one 2; other
+  # parents' children contain a 2 when the mutation picks it (1/7):
+  # expected 0.684 + 0.316 / 7 = 0.729.
+  from_best = np.any(children == 2, axis=-1).mean()
+  assert from_best == pytest.approx(0.729, abs=0.04)
+
+
+def test_random_search_update_is_noop():
+  c = controllers.make_controller('random', NUM_OPTIONS)
+  state = c.init(jax.random.PRNGKey(0))
+  x = c.sample(state, jax.random.PRNGKey(1), 8)
+  new_state, _ = c.update(state, x, np.ones(x.shape, bool), np.ones(8))
+  assert int(new_state['step']) == 1
+  np.testing.assert_array_equal(c.sample(new_state, jax.random.PRNGKey(1), 8),
+                                x)
+  np.testing.assert_allclose(c.probabilities(new_state)[4], np.full(6, 1 / 6))
+
+
+def test_lstm_is_autoregressive():
+  # Decision 1's distribution depends on the option chosen at decision 0.
+  c = make('mnasnet_ppo')
+  params = c.init(jax.random.PRNGKey(0))['params']
+  x = np.zeros((BATCH, len(NUM_OPTIONS)), np.int32)
+  x[1::2, 0] = 1
+  active = np.zeros(x.shape, bool)
+  active[:, 1] = True  # log p(x) = log p(x_1 | x_0).
+  logp, _ = jax.jit(c.log_prob)(params, x, active)
+  assert logp[0] != logp[1]
+  assert logp[0] == logp[2] and logp[1] == logp[3]
+
+
+def test_lstm_sampling_is_fast():
+  num_options = (7, 3, 4, 2, 6) * 10  # D = 50.
+  c = controllers.make_controller('mnasnet', num_options)
+  state = c.init(jax.random.PRNGKey(0))
+  c.sample(state, jax.random.PRNGKey(0), 4096).block_until_ready()  # Compile.
+  start = time.perf_counter()
+  for i in range(3):
+    c.sample(state, jax.random.PRNGKey(i), 4096).block_until_ready()
+  per_second = 3 * 4096 / (time.perf_counter() - start)
+  assert per_second > 2000, per_second
+
+
+def test_states_orbax_roundtrip(tmp_path):
+  ocp = pytest.importorskip('orbax.checkpoint')
+  keys = ('reinforce', 'mnasnet_ppo', 'evolution')
+  states = {k: search(k)[1] for k in keys}
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(tmp_path / 'states', states)
+    ckpt.wait_until_finished()
+    restored = ckpt.restore(tmp_path / 'states', states)
+  jax.tree.map(np.testing.assert_array_equal, restored, states)
+  for k in keys:
+    c = make(k)
+    np.testing.assert_array_equal(
+        c.sample(restored[k], jax.random.PRNGKey(2), BATCH),
+        c.sample(states[k], jax.random.PRNGKey(2), BATCH))
