@@ -1,0 +1,322 @@
+"""Latency tables and the predictor (mnas.latency, mnas.latency_targets)."""
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+import search_spaces
+from mnas import latency
+from mnas import latency_targets as targets
+from mnas.space import Head, Space, SpaceError, Stage, Stem, parse
+
+# A very small MobileNetV3-like space: 32x32 input, two stages, few options.
+SMALL = Space(
+    name='test_small', stem=Stem(8, 'hs'), head=Head(pre=((32, 'hs'),), post=((48, 'hs'),)),
+    stages=(Stage(stride=2, out=(8, 16), depth=(1, 2), block=(('ir', 1.0), ('ir', 3.0)),
+                  kernel=(3, 5), se_ratio=(0.0, 0.25), act=('relu', 'hs'), per_layer=True),
+            Stage(stride=2, out=(16, 24), depth=(1, 2), block=(('ir', 3.0),), kernel=(3,),
+                  se_ratio=(0.0,), act=('hs',))),
+    resolution=(32,))
+
+# Smaller still, for the real end-to-end measurement in the test suite.
+MICRO = Space(
+    name='test_micro', stem=Stem(8, 'relu'), head=Head(pre=((16, 'relu'),)),
+    stages=(Stage(stride=2, out=(8,), depth=(1, 2), block=(('ir', 2.0),), kernel=(3, 5)),),
+    resolution=(32,))
+
+
+def fake_stats(spec: dict) -> dict:
+  """Deterministic 'timings' of an entry, roughly proportional to its work."""
+  r, cin, cout = spec['input_resolution'], spec['cin'], spec.get('cout', 10)
+  ms = 1e-6 * r * r * cin * cout + 0.01 * spec.get('kernel', 1)
+  return dict(median=ms, iqr=0.01 * ms, mad=0.005 * ms, p10=0.99 * ms, p25=0.995 * ms, min=0.98 * ms,
+              mean=ms, n=10)
+
+
+class FakeRunner:
+  """Stands in for a measuring process: entries from `fake_stats`, architectures as their sum
+  plus a constant 0.25 ms overhead. Can be told to fail after some entries (an interruption)."""
+  OVERHEAD = 0.25
+
+  def __init__(self, fail_after: int | None = None):
+    self.calls, self.fail_after = 0, fail_after
+    self.info = dict(cpu='fake', xla_flags='', cpu_affinity=[0])
+
+  def measure_entry(self, spec, settings):
+    if self.fail_after is not None and self.calls >= self.fail_after:
+      raise KeyboardInterrupt('interrupted')
+    self.calls += 1
+    return fake_stats(spec)
+
+  def measure_arch(self, arch_str, num_classes, settings):
+    keys = latency.arch_keys(parse(arch_str), num_classes)
+    return fake_stats({'input_resolution': 1, 'cin': 1, 'kernel': 0}) | dict(
+        median=sum(fake_stats(latency.parse_key(k))['median'] for k in keys) + self.OVERHEAD,
+        iqr=0.0)
+
+  def close(self):
+    pass
+
+
+def fake_table(space, keys=None, overhead=0.5, path=None, target='xla-cpu', **kw):
+  table = latency.new_table(space, target, path=path, **kw)
+  rng = np.random.default_rng(0)
+  for k in keys if keys is not None else latency.space_keys(space):
+    table.add(k, dict(median=float(rng.uniform(0.01, 1.0)), iqr=0.0))
+  table.calibration = dict(overhead_ms=overhead)
+  return table
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('space', [SMALL, search_spaces.get_space('tiny')], ids=lambda s: s.name)
+def test_keys_unique_and_complete(space):
+  keys = latency.space_keys(space)
+  assert len(keys) == len(set(keys))
+  known = set(keys)
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    arch = space.sample(rng)
+    missing = [k for k in latency.arch_keys(arch) if k not in known]
+    assert not missing, (str(arch), missing)
+  # Every key parses back into the spec it was made from.
+  for k in keys:
+    spec = latency.parse_key(k)
+    if spec['kind'] == 'block':
+      assert latency.block_key(spec, spec['se_rule']) == k
+    elif spec['kind'] == 'stem':
+      assert latency.stem_key(spec['input_resolution'], spec['cout'], spec['kernel'], spec['act']) == k
+    else:
+      assert latency.head_key(spec['input_resolution'], spec['cin'], spec['pre'], spec['post'],
+                              spec['num_classes']) == k
+
+
+def test_keys_of_reference_and_distinctions():
+  arch = search_spaces.get_reference('mobilenet_v3_large', 1.0, 224)
+  keys = latency.arch_keys(arch)
+  assert keys[0] == 'stem_r224_i3_o16_k3_hs'
+  assert keys[1] == 'ir_r112_i16_o16_k3_x16_s1_se0_relu_res1'
+  assert keys[-1] == 'head_r7_i160_c960hs_pool_c1280hs_n1000'
+  assert len(keys) == len(arch.layers) + 2
+  assert 'se24hsig' in keys[4]  # SE width and gate of the first SE block (40 -> 120 -> 32).
+  # The SE gate (se_rule) and the residual are part of the key.
+  mnas = search_spaces.get_reference('mnasnet_a1')
+  assert any('sig_' in k and 'hsig' not in k for k in latency.arch_keys(mnas))
+  assert latency.arch_keys(arch, num_classes=10)[-1].endswith('_n10')
+  with pytest.raises(SpaceError, match='not a block, stem or head key'):
+    latency.parse_key('bogus_key')
+
+
+def test_v3_space_enumerates_and_covers_samples():
+  space = search_spaces.get_space('mobilenet_v3_large')
+  keys = set(latency.space_keys(space, resolution=128))
+  archs = latency.sample_archs(space, 50, seed=3, resolution=128)
+  assert all(a.resolution == 128 for a in archs)
+  needed = latency.keys_for(archs)
+  assert set(needed) <= keys
+  assert len(needed) < len(keys)
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+def test_table_round_trip(tmp_path):
+  path = str(tmp_path / 't.json')
+  table = fake_table(SMALL, path=path)
+  table.save()
+  loaded = latency.LatencyTable.load(path, expect=dict(target='xla-cpu', space='test_small',
+                                                       resolution=32, width_multiplier=1.0))
+  assert loaded.entries == table.entries
+  assert loaded.calibration == table.calibration
+  assert loaded.meta['schema'] == latency.SCHEMA_VERSION
+  for field in ('target', 'cpu', 'threads', 'batch_size', 'created', 'space', 'width_multiplier',
+                'resolution', 'unit', 'clock'):
+    assert field in loaded.meta, field
+  assert loaded.ms(next(iter(table.entries))) == table.ms(next(iter(table.entries)))
+
+
+def test_mismatched_table_is_refused(tmp_path):
+  path = str(tmp_path / 't.json')
+  fake_table(SMALL, path=path).save()
+  with pytest.raises(latency.TableMismatchError, match=r"target='xla-cpu'.*target='litert-cpu'"):
+    latency.LatencyTable.load(path, expect=dict(target='litert-cpu'))
+  with pytest.raises(ValueError, match="space='tiny'"):  # A ValueError subclass.
+    latency.LatencyTable.load(path, expect=dict(space='tiny'))
+  with pytest.raises(latency.TableMismatchError, match='resolution'):
+    latency.LatencyTable.load(path, expect=dict(resolution=64))
+  obj = json.load(open(path))
+  obj['meta']['schema'] = 0
+  json.dump(obj, open(path, 'w'))
+  with pytest.raises(latency.TableMismatchError) as e:
+    latency.LatencyTable.load(path)
+  assert e.value.field == 'schema' and e.value.found == 0
+  assert e.value.expected == latency.SCHEMA_VERSION
+  # Extending a table made for another target is refused too.
+  path2 = str(tmp_path / 'u.json')
+  fake_table(SMALL, path=path2, target='gpu').save()
+  with pytest.raises(latency.TableMismatchError, match='target'):
+    latency.build_table(SMALL, 'xla-cpu', path=path2, runner=FakeRunner(), progress=False)
+
+
+# --- the predictor --------------------------------------------------------------------------
+
+def test_predictor_is_the_sum_of_entries_plus_overhead():
+  arch = search_spaces.get_reference('mobilenet_v3_large', 1.0, 224)
+  keys = latency.arch_keys(arch)
+  table = fake_table('mobilenet_v3_large', keys=keys, overhead=0.7, width_multiplier=1.0,
+                     resolution=224)
+  pred = latency.Predictor(table)
+  expected = sum(table.ms(k) for k in keys) + 0.7
+  assert pred.predict(arch) == pytest.approx(expected, rel=1e-12)
+  assert pred.predict_batch([arch, arch]) == pytest.approx([expected] * 2, rel=1e-12)
+  assert sum(ms for _, ms in pred.breakdown(arch)) == pytest.approx(expected, rel=1e-12)
+  # A linear correction fitted on end-to-end measurements.
+  other = search_spaces.get_reference('mobilenet_v3_large', 1.0, 224).replace(width_multiplier=1.0)
+  fitted = pred.fit([arch, other, arch], [2 * expected, 2 * expected, 2 * expected], linear=False)
+  assert fitted.predict(arch) == pytest.approx(2 * expected)
+  # Missing entries are a clear error.
+  small = search_spaces.get_reference('mobilenet_v3_small')
+  with pytest.raises(latency.MissingEntriesError, match='lacks'):
+    pred.predict(small)
+
+
+def test_fit_linear_correction():
+  space = search_spaces.get_space('tiny')
+  table = fake_table(space, overhead=0.0)
+  archs = latency.sample_archs(space, 20, seed=0)
+  sums = latency.Predictor(table).predict_batch(archs)
+  measured = {str(a): 1.3 * s + 0.4 for a, s in zip(archs, sums)}
+  p = latency.fit(table, measured)
+  assert p.scale == pytest.approx(1.3) and p.overhead_ms == pytest.approx(0.4)
+  assert p.predict_batch(archs) == pytest.approx(1.3 * sums + 0.4)
+
+
+def test_predictor_is_vectorised():
+  space = search_spaces.get_space('tiny')
+  table = fake_table(space)
+  pred = latency.Predictor(table)
+  archs = [space.sample(np.random.default_rng(i)) for i in range(1000)]
+  t0 = time.perf_counter()
+  batch = pred.predict_batch(archs)
+  first = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  again = pred.predict_batch(archs)
+  cached = time.perf_counter() - t0
+  assert batch.shape == (1000,) and np.all(batch > 0)
+  np.testing.assert_array_equal(batch, again)
+  assert first < 5.0 and cached < 1.0, (first, cached)
+  for i in (0, 17, 999):
+    assert pred.predict(archs[i]) == pytest.approx(batch[i], rel=1e-12)
+
+
+def test_predictor_fills_missing_entries_on_demand():
+  space = search_spaces.get_space('tiny')
+  table = latency.new_table(space)
+  table.calibration = dict(overhead_ms=0.1)
+  runner = FakeRunner()
+  builder = latency.Builder(table, runner=runner, progress=False)
+  pred = latency.Predictor(table, fill=lambda keys: builder.measure(keys))
+  archs = latency.sample_archs(space, 5, seed=0)
+  out = pred.predict_batch(archs)
+  assert runner.calls == len(latency.keys_for(archs)) == len(table)
+  expected = [sum(fake_stats(latency.parse_key(k))['median'] for k in latency.arch_keys(a)) + 0.1
+              for a in archs]
+  assert out == pytest.approx(expected)
+
+
+# --- building (logic, with a stand-in runner) ------------------------------------------------
+
+def test_build_is_incremental_and_resumable(tmp_path):
+  path = str(tmp_path / 'table.json')
+  n = len(latency.space_keys(SMALL))
+  with pytest.raises(KeyboardInterrupt):
+    latency.build_table(SMALL, path=path, runner=FakeRunner(fail_after=7), save_every=3,
+                        calibration_archs=2, progress=False)
+  partial = latency.LatencyTable.load(path)
+  assert len(partial) == 7 and not partial.meta['complete']  # Saved as it went, kept.
+  runner = FakeRunner()
+  table = latency.build_table(SMALL, path=path, runner=runner, save_every=3, calibration_archs=2,
+                              progress=False)
+  assert runner.calls == n - 7  # Only what was missing.
+  assert table.meta['complete'] and len(table) == n
+  assert table.overhead_ms == pytest.approx(FakeRunner.OVERHEAD)
+  runner = FakeRunner()
+  latency.build_table(SMALL, path=path, runner=runner, calibration_archs=2, progress=False)
+  assert runner.calls == 0
+  report = latency.validate(latency.LatencyTable.load(path), SMALL, n=6, runner=FakeRunner(),
+                            progress=False, workdir=str(tmp_path))
+  assert report['predictor']['within_5pct'] == 1.0
+  assert report['predictor']['spearman'] == pytest.approx(1.0)
+  assert os.path.exists(report['plot']) and os.path.exists(report['report'])
+
+
+# --- the command line, import / export -------------------------------------------------------
+
+def _config(**kw):
+  from experiments import latency as cfg
+  c = cfg.get_config()
+  c.progress = False
+  c.update(kw)
+  return c
+
+
+def test_import_then_predict(tmp_path, capsys):
+  space = search_spaces.get_space('tiny')
+  archs = latency.sample_archs(space, 3, seed=0)
+  keys = latency.keys_for(archs)
+  csv = tmp_path / 'results.csv'
+  csv.write_text('key,ms\n' + ''.join(f'{k},{0.1 + i / 100}\n' for i, k in enumerate(keys)))
+  config = _config(target='device', device_name='pixel-test')
+  out = latency.main('import', config, str(tmp_path), None, [str(csv)])
+  assert out['imported'] == len(keys)
+  out = latency.main('predict', config, str(tmp_path), str(archs[1]))
+  expected = sum(0.1 + keys.index(k) / 100 for k in latency.arch_keys(archs[1]))
+  assert out['predicted_ms'] == pytest.approx(expected, abs=1e-4)
+  assert '"predicted_ms"' in capsys.readouterr().out
+  with pytest.raises(latency.TableMismatchError):  # The device table is not an xla-cpu table.
+    latency.LatencyTable.load(latency.table_path(config, space, str(tmp_path)),
+                              expect=dict(target='xla-cpu'))
+  bad = tmp_path / 'bad.csv'
+  bad.write_text('not_a_key,1.0\n')
+  with pytest.raises(ValueError, match='not latency keys'):
+    latency.main('import', config, str(tmp_path), None, [str(bad)])
+
+
+def test_litert_target_explains_what_to_install():
+  try:
+    import ai_edge_litert  # noqa: F401
+    import litert_converter  # noqa: F401
+    pytest.skip('LiteRT is installed here')
+  except ImportError:
+    pass
+  with pytest.raises(targets.TargetUnavailableError, match=r'pip install -e \.\[tf\]'):
+    targets.open_runner('litert-cpu')
+  with pytest.raises(targets.TargetUnavailableError, match='ai-edge-litert'):
+    latency.export_entries(['stem_r32_i3_o8_k3_relu'], '/tmp/unused_export', progress=False)
+
+
+# --- the real thing: build + validate on xla-cpu ---------------------------------------------
+
+def test_build_and_validate_on_xla_cpu(tmp_path):
+  """Measures every entry of a micro space on this CPU (a pinned one-thread worker process),
+  then validates against end-to-end measurements of its architectures."""
+  workdir = str(tmp_path)
+  space = MICRO
+  n = len(latency.space_keys(space, num_classes=10))
+  path = os.path.join(workdir, 'micro.json')
+  table = latency.build_table(space, 'xla-cpu', path=path, num_classes=10, repeats=5, warmup=1,
+                              chain=2, min_seconds=0.0, remeasure=0, calibration_archs=2,
+                              progress=False)
+  assert len(table) == n and table.meta['complete']
+  assert table.meta['threads'] == 1 and 'intra_op_parallelism_threads=1' in table.meta['xla_flags']
+  assert table.meta['clock'] == 'cpu' and len(table.meta['cpu_affinity']) == 1
+  assert all(e['ms'] > 0 and e['n'] >= 5 for e in table.entries.values())
+  assert 'overhead_ms' in table.calibration
+  report = latency.validate(latency.LatencyTable.load(path), space, n=3, seed=1, workdir=workdir,
+                            progress=False)
+  assert report['n'] == 3
+  for k in ('rmse_ms', 'mape_pct', 'within_5pct', 'within_10pct', 'spearman'):
+    assert k in report['predictor']
+  assert report['predictor']['mape_pct'] < 50  # Loose: a few repeats on a shared machine.
+  assert os.path.exists(report['plot']) and os.path.isdir(report['tensorboard'])
