@@ -313,8 +313,8 @@ def create_input_iterator(
     crop_fraction: float = CROP_FRACTION,
     num_devices: int | None = None,
     shard_options: grain.sharding.ShardOptions | None = None,
-    num_threads: int = 2,
-    prefetch: int = 4,
+    num_threads: int | None = 2,
+    prefetch: int | None = 4,
     dtype=np.float32,
 ) -> grain.DatasetIterator:
   """Batches of `kind` ('train', 'validation' or 'test') of dataset `name`.
@@ -344,8 +344,8 @@ def create_input_iterator(
     crop_fraction: evaluation centre-crop fraction.
     num_devices: size of the leading device axis; jax.local_device_count().
     shard_options: per-host shard; defaults to grain.sharding.ShardByJaxProcess.
-    num_threads: reader / preprocessing threads.
-    prefetch: batches buffered ahead (at least num_threads).
+    num_threads: reader / preprocessing threads (None: 2; 0: none).
+    prefetch: batches buffered ahead (None: 4; at least num_threads).
     dtype: image dtype.
   """
   training = kind == 'train' if training is None else training
@@ -402,8 +402,10 @@ def create_input_iterator(
     ds = ds[shard.shard_index::shard.shard_count]
     ds = ds.batch(local_batch, drop_remainder=False)
   ds = ds.map(to_devices)
+  num_threads = 2 if num_threads is None else num_threads
+  prefetch = max(4 if prefetch is None else prefetch, num_threads)
   read = grain.ReadOptions(num_threads=num_threads,
-                           prefetch_buffer_size=max(prefetch, num_threads))
+                           prefetch_buffer_size=prefetch)
   return iter(ds.to_iter_dataset(read))
 
 

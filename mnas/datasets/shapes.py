@@ -27,11 +27,14 @@ noise (std 4-28). Colours are drawn independently of the class, so colour
 statistics are at chance (a logistic regression on per-image mean and std of
 RGB gets ~11%); the class is in the shape, which needs a receptive field that
 spans the object, and in fine textures, which need resolution and channels
-to tell apart. A small 8-layer CNN gets ~65% after 6 epochs, so kernel size,
-width, depth and squeeze-excite all have room to show in accuracy.
+to tell apart. It is far from saturated by a small model: a plain 8-layer
+3x3 CNN (widths 16-128, BatchNorm, Adam) reaches ~64% validation accuracy
+after 6 epochs at 64x64, still rising, which leaves room for kernel size,
+width, depth, resolution and squeeze-excite to show in accuracy.
 
 Configs:
-  default: 64x64, train 20,000 and test 2,000 examples (about 10 s to prepare).
+  default: 64x64, train 20,000 and test 2,000 examples; ~17 s of CPU to
+           prepare on one core, 250 MB on disk.
   tiny:    64x64, train 600 and test 200 examples (for tests).
 
 Labels are balanced exactly (example i of a split has class i % 10; TFDS
