@@ -115,7 +115,9 @@ def get_builder(name: str, data_dir=None, *, prepare: bool = True):
         f'Unknown dataset {name!r}: it is neither a registered TFDS dataset '
         f'nor prepared in data_dir {dd!r}. The embedded dataset is '
         f'{EMBEDDED!r} (generated on first use). '
-        + _prepare_hint(name, dd, needs_tf=True)) from e
+        + _prepare_hint(name, dd, needs_tf=False)
+        + ' Preparing image datasets needs TensorFlow: `pip install -e .[tf]`.'
+    ) from e
   if builder.is_prepared():
     return builder
   if _is_embedded(builder) and prepare:
