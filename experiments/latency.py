@@ -49,13 +49,16 @@ def get_config() -> ml_collections.ConfigDict:
   # 'marginal': entry = (t(chain of `chain` copies) - t(one copy)) / (chain - 1), the cost of
   # a block inside a compiled program without the per-call overhead; 'single': one call.
   c.method = 'marginal'
-  c.chain = 3
+  c.chain = 2
   # 'auto': process CPU time for one CPU thread (steady on a shared machine), else wall time.
   c.clock = 'auto'
   c.pin = True  # Bind the measuring process to `threads` CPUs.
   c.depthwise_impl = 'auto'  # mnas.ops depthwise implementation, as in the model.
 
   c.calibration_archs = 5  # Measured end to end to fit the constant overhead.
+  # The calibration's correction: 'constant' overhead, 'linear' (scale + overhead) or
+  # 'weights' (overhead + ms per million weights: weights stream from memory end to end).
+  c.calibration_model = 'constant'
   c.validate_archs = 100  # `latency validate`: random architectures measured end to end.
   c.validate_seed = 1
   c.seed = 0

@@ -255,8 +255,8 @@ class LatencyTable:
 
   def add(self, key: str, stats: Mapping[str, Any]) -> None:
     stats = dict(stats)
-    if 'ms' not in stats:
-      stats['ms'] = float(stats[self.meta['statistic']])
+    if 'ms' not in stats:  # A marginal cost below the noise can come out negative: 0.
+      stats['ms'] = max(0.0, float(stats[self.meta['statistic']]))
     self.entries[key] = stats
 
   # --- files --------------------------------------------------------------------------
@@ -338,14 +338,15 @@ _SETTINGS = ('repeats', 'warmup', 'method', 'chain', 'max_spread', 'remeasure', 
 def measure_robust(measure: Callable[[dict], dict], settings: dict) -> dict:
   """Measures, and re-measures while the spread (IQR / median) exceeds `max_spread`.
 
-  Keeps the steadiest attempt (least spread), records how many attempts it took.
+  Keeps the attempt with the lowest median (load from other processes only ever adds
+  time), records how many attempts it took.
   """
   best, attempts = None, 0
   for attempts in range(1, int(settings.get('remeasure', 2)) + 2):
     stats = measure(settings)
-    if best is None or targets.spread(stats) < targets.spread(best):
+    if best is None or stats['median'] < best['median']:
       best = stats
-    if targets.spread(best) <= settings.get('max_spread', 0.1):
+    if targets.spread(stats) <= settings.get('max_spread', 0.1):
       break
   best = dict(best, attempts=attempts, spread=round(targets.spread(best), 4))
   return best
@@ -408,21 +409,33 @@ class Builder:
     return len(todo)
 
   def measure_archs(self, archs: Sequence[Architecture], num_classes: int,
-                    desc: str = 'end to end') -> list[dict]:
-    """End-to-end statistics of whole architectures on the table's target."""
-    out = []
-    bar = _progress(len(archs), desc, self.progress)
+                    desc: str = 'end to end', rounds: int = 3) -> list[dict]:
+    """End-to-end statistics of whole architectures on the table's target.
+
+    Measured in `rounds` passes over all architectures in shuffled order (each compiled
+    once), keeping per architecture the round with the lowest median: a burst of load from
+    other processes then spoils one round of a few architectures, not an architecture.
+    """
+    best: list[dict | None] = [None] * len(archs)
+    rng = np.random.default_rng(0)
+    settings = dict(self.settings, method='single')
+    bar = _progress(len(archs) * rounds, desc, self.progress)
     try:
-      for a in archs:
-        stats = measure_robust(lambda s: self.runner.measure_arch(str(a), num_classes, s),
-                               dict(self.settings, method='single'))
-        stats['ms'] = float(stats[self.table.meta['statistic']])
-        out.append(stats)
-        bar.set_postfix_str(f'{stats["ms"]:.3f} ms', refresh=False)
-        bar.update(1)
+      for r in range(rounds):
+        for i in (rng.permutation(len(archs)) if r else range(len(archs))):
+          stats = measure_robust(lambda s: self.runner.measure_arch(str(archs[i]), num_classes, s),
+                                 dict(settings, remeasure=0) if r else settings)
+          old = best[i]
+          medians = (old or {}).get('round_medians', []) + [round(stats['median'], 5)]
+          if old is None or stats['median'] < old['median']:
+            best[i] = dict(stats, compile_s=(old or stats).get('compile_s', 0.0))
+          best[i]['round_medians'] = medians
+          bar.update(1)
     finally:
       bar.close()
-    return out
+    for stats in best:
+      stats['ms'] = float(stats[self.table.meta['statistic']])
+    return best
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -434,7 +447,7 @@ def _progress(total: int, desc: str, enabled: bool):
 def new_table(space: Space | str, target: str = 'xla-cpu', *, width_multiplier: float | None = None,
               resolution: int | None = None, num_classes: int = 1000, threads: int = 1,
               batch_size: int = 1, repeats: int = 30, warmup: int = 5, method: str = 'marginal',
-              chain: int = 3, max_spread: float = 0.1, remeasure: int = 2,
+              chain: int = 2, max_spread: float = 0.1, remeasure: int = 2,
               min_seconds: float = 0.05, statistic: str = 'median', depthwise_impl: str = 'auto',
               clock: str = 'auto', pin: bool = True, seed: int = 0,
               path: str | None = None) -> LatencyTable:
@@ -468,11 +481,12 @@ def build_table(space: Space, target: str = 'xla-cpu', *, path: str | None = Non
                 archs: Sequence[Architecture] | None = None, keys: Sequence[str] | None = None,
                 width_multiplier: float | None = None, resolution: int | None = None,
                 num_classes: int = 1000, threads: int = 1, batch_size: int = 1, repeats: int = 30,
-                warmup: int = 5, method: str = 'marginal', chain: int = 3,
+                warmup: int = 5, method: str = 'marginal', chain: int = 2,
                 max_spread: float = 0.1, remeasure: int = 2, min_seconds: float = 0.05,
                 statistic: str = 'median', depthwise_impl: str = 'auto', clock: str = 'auto',
-                pin: bool = True, calibration_archs: int = 5, seed: int = 0,
-                progress: bool = True, save_every: int = 10, runner=None) -> LatencyTable:
+                pin: bool = True, calibration_archs: int = 5, calibration_model: str = 'constant',
+                seed: int = 0, progress: bool = True, save_every: int = 10,
+                runner=None) -> LatencyTable:
   """Builds (or resumes, or extends) the latency table of `space` on `target`.
 
   Measures every entry of the space (`space_keys`) unless `archs` or `keys` narrow it to
@@ -514,7 +528,8 @@ def build_table(space: Space, target: str = 'xla-cpu', *, path: str | None = Non
   try:
     builder.measure(keys, desc=f'latency {space.name} {target}')
     if cal and table.calibration.get('archs') != [str(a) for a in cal]:
-      calibrate(table, cal, builder.measure_archs(cal, num_classes, desc='calibration'))
+      calibrate(table, cal, builder.measure_archs(cal, num_classes, desc='calibration'),
+                calibration_model)
     table.meta['complete'] = not table.missing(keys)
     if table.path:
       table.save()
@@ -544,11 +559,19 @@ def sample_archs(space: Space, n: int, seed: int = 0, width_multiplier: float | 
   return out
 
 
-def calibrate(table: LatencyTable, archs: Sequence[Architecture], measured: Sequence[Any]) -> dict:
-  """Stores the constant overhead: median over `archs` of measured - sum of entries."""
+def calibrate(table: LatencyTable, archs: Sequence[Architecture], measured: Sequence[Any],
+              model: str = 'constant') -> dict:
+  """Fits the table's calibration on end-to-end measurements of `archs`.
+
+  'constant': the overhead is the median over `archs` of measured - sum of entries; see
+  `Predictor.fit` for 'linear' and 'weights'.
+  """
   ms = np.array([m['ms'] if isinstance(m, dict) else float(m) for m in measured], np.float64)
-  sums = Predictor(table, overhead_ms=0.0).predict_batch(archs)
-  table.calibration = dict(overhead_ms=float(np.median(ms - sums)), archs=[str(a) for a in archs],
+  base = Predictor(table, overhead_ms=0.0, scale=1.0, per_mparam_ms=0.0)
+  sums = base.sum_batch(archs)
+  p = base.fit(archs, ms, model=model)
+  table.calibration = dict(model=model, overhead_ms=p.overhead_ms, scale=p.scale,
+                           per_mparam_ms=p.per_mparam_ms, archs=[str(a) for a in archs],
                            measured_ms=ms.round(5).tolist(), sum_ms=sums.round(5).tolist(),
                            date=_now())
   return table.calibration
@@ -558,29 +581,62 @@ def calibrate(table: LatencyTable, archs: Sequence[Architecture], measured: Sequ
 # The predictor.
 # ------------------------------------------------------------------------------------------
 
-class Predictor:
-  """Predicted latency (ms) = scale * (sum of the entries of an architecture) + overhead.
+def entry_params(key: str) -> int:
+  """Weights (parameters) an entry reads per call: what streams from memory at batch 1."""
+  from mnas import counting
+  spec = parse_key(key)
+  if spec['kind'] == 'block':
+    return counting.layer_counts(spec)[0]
+  if spec['kind'] == 'stem':
+    return spec['kernel'] ** 2 * spec['cin'] * spec['cout'] + 2 * spec['cout']
+  p, c = 0, spec['cin']
+  for w, _ in spec['pre']:
+    p, c = p + c * w + 2 * w, w
+  for w, _ in spec['post']:
+    p, c = p + c * w + w, w
+  return p + c * spec['num_classes'] + spec['num_classes']
 
-  `overhead_ms` defaults to the table's calibration; `fit` refits scale and overhead on
-  end-to-end measurements. `fill(keys)`, when given, is called with the entries an
-  architecture needs that the table lacks (e.g. `Builder.measure`) before predicting;
-  without it those raise MissingEntriesError.
+
+OVERHEAD_MODELS = ('constant', 'linear', 'weights')
+
+
+class Predictor:
+  """Predicted latency (ms) = scale * (sum of the entries of an architecture) + overhead
+  [+ per_mparam_ms * (millions of weights of the architecture)].
+
+  `overhead_ms` (and `scale`, `per_mparam_ms`) default to the table's calibration; `fit`
+  refits them on end-to-end measurements. `fill(keys)`, when given, is called with the
+  entries an architecture needs that the table lacks (e.g. `Builder.measure`) before
+  predicting; without it those raise MissingEntriesError.
   """
 
-  def __init__(self, table: LatencyTable, overhead_ms: float | None = None, scale: float = 1.0,
-               num_classes: int | None = None, fill: Callable[[list[str]], Any] | None = None):
+  def __init__(self, table: LatencyTable, overhead_ms: float | None = None,
+               scale: float | None = None, num_classes: int | None = None,
+               fill: Callable[[list[str]], Any] | None = None,
+               per_mparam_ms: float | None = None):
     self.table = table
+    cal = table.calibration
     self.overhead_ms = table.overhead_ms if overhead_ms is None else float(overhead_ms)
-    self.scale = float(scale)
+    self.scale = float(cal.get('scale', 1.0) if scale is None else scale)
+    self.per_mparam_ms = float(cal.get('per_mparam_ms', 0.0) if per_mparam_ms is None
+                               else per_mparam_ms)
     self.num_classes = int(num_classes or table.meta.get('num_classes') or 1000)
     self.fill = fill
     self._cache: dict[Architecture, np.ndarray] = {}
+    self._params: dict[str, float] = {}
     self._reindex()
 
   def _reindex(self) -> None:
     keys = list(self.table.entries)
     self._index = {k: i for i, k in enumerate(keys)}
     self._ms = np.array([float(self.table.entries[k]['ms']) for k in keys], np.float64)
+    if self.per_mparam_ms:
+      self._mparams = np.array([self._entry_mparams(k) for k in keys], np.float64)
+
+  def _entry_mparams(self, key: str) -> float:
+    if key not in self._params:
+      self._params[key] = entry_params(key) / 1e6
+    return self._params[key]
 
   def keys(self, arch: Architecture) -> list[str]:
     return arch_keys(arch, self.num_classes)
@@ -602,10 +658,7 @@ class Predictor:
       self._cache[arch] = idx
     return idx
 
-  def sum_batch(self, archs: Sequence[Architecture]) -> np.ndarray:
-    """Plain sums of entries, one per architecture (vectorised)."""
-    if not len(archs):
-      return np.zeros(0)
+  def _gather(self, archs: Sequence[Architecture]) -> tuple[np.ndarray, np.ndarray]:
     if self.fill is not None:  # Fill every missing entry of the batch in one go.
       need = [a for a in archs if a not in self._cache]
       if need:
@@ -615,13 +668,32 @@ class Predictor:
           self._reindex()
     idx = [self.indices(a) for a in archs]
     lengths = np.fromiter((len(i) for i in idx), np.int64, len(idx))
-    flat = np.concatenate(idx)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return np.concatenate(idx), np.concatenate([[0], np.cumsum(lengths)[:-1]])
+
+  def sum_batch(self, archs: Sequence[Architecture]) -> np.ndarray:
+    """Plain sums of entries, one per architecture (vectorised)."""
+    if not len(archs):
+      return np.zeros(0)
+    flat, starts = self._gather(archs)
     return np.add.reduceat(self._ms[flat], starts)
+
+  def mparams_batch(self, archs: Sequence[Architecture]) -> np.ndarray:
+    """Millions of weights of each architecture (sum over its entries)."""
+    if not len(archs):
+      return np.zeros(0)
+    flat, starts = self._gather(archs)
+    if not self.per_mparam_ms:
+      self.per_mparam_ms, keep = 1.0, self.per_mparam_ms  # Build the vector once.
+      self._reindex()
+      self.per_mparam_ms = keep
+    return np.add.reduceat(self._mparams[flat], starts)
 
   def predict_batch(self, archs: Sequence[Architecture]) -> np.ndarray:
     """Predicted milliseconds of many architectures (float64 array)."""
-    return self.scale * self.sum_batch(archs) + self.overhead_ms
+    out = self.scale * self.sum_batch(archs) + self.overhead_ms
+    if self.per_mparam_ms:
+      out = out + self.per_mparam_ms * self.mparams_batch(archs)
+    return out
 
   def predict(self, arch: Architecture) -> float:
     return float(self.predict_batch([arch])[0])
@@ -629,21 +701,36 @@ class Predictor:
   __call__ = predict
 
   def breakdown(self, arch: Architecture) -> list[tuple[str, float]]:
-    """(key, ms) of every entry of `arch`, then ('overhead', ms)."""
+    """(key, scale * ms [+ per_mparam_ms * Mparams]) of every entry, then ('overhead', ms)."""
     self.indices(arch)
-    return [(k, self.table.ms(k)) for k in self.keys(arch)] + [('overhead', self.overhead_ms)]
+    return [(k, self.scale * self.table.ms(k) + self.per_mparam_ms * self._entry_mparams(k))
+            for k in self.keys(arch)] + [('overhead', self.overhead_ms)]
 
   def fit(self, archs: Sequence[Architecture], measured_ms: Sequence[float],
-          linear: bool = True) -> Predictor:
-    """A predictor refitted on end-to-end measurements: overhead only, or scale + overhead."""
+          linear: bool = True, model: str | None = None) -> Predictor:
+    """A predictor refitted on end-to-end measurements (least squares).
+
+    `model`: 'constant' (sum + overhead), 'linear' (scale * sum + overhead; the default
+    with `linear=True`), 'weights' (sum + overhead + per_mparam_ms * Mparams: the cost of
+    streaming weights that stay cache-hot when an entry is timed alone).
+    """
+    model = model or ('linear' if linear else 'constant')
+    if model not in OVERHEAD_MODELS:
+      raise ValueError(f'unknown model {model!r}; known: {OVERHEAD_MODELS}')
     y = np.asarray(measured_ms, np.float64)
     s = self.sum_batch(archs)
-    if linear and len(y) >= 3 and np.ptp(s) > 0:
+    scale, per_mparam = 1.0, 0.0
+    if model == 'linear' and len(y) >= 3 and np.ptp(s) > 0:
       scale, overhead = np.polyfit(s, y, 1)
+    elif model == 'weights' and len(y) >= 3:
+      w = self.mparams_batch(archs)
+      a = np.stack([np.ones_like(w), w], 1)
+      (overhead, per_mparam), *_ = np.linalg.lstsq(a, y - s, rcond=None)
     else:
-      scale, overhead = 1.0, float(np.median(y - s))
+      overhead = float(np.median(y - s))
     return Predictor(self.table, overhead_ms=float(overhead), scale=float(scale),
-                     num_classes=self.num_classes, fill=self.fill)
+                     num_classes=self.num_classes, fill=self.fill,
+                     per_mparam_ms=float(per_mparam))
 
 
 def fit(table: LatencyTable, measured: Mapping[Any, float] | Sequence[tuple[Any, float]],
@@ -746,15 +833,19 @@ def validate(table: LatencyTable, space: Space, n: int = 100, seed: int = 1, *,
       plain_sum=metrics(sums, measured),
       measured_spread_median=float(np.median([targets.spread(s) for s in measured_stats])),
   )
-  if half >= 3:
-    fitted = pred.fit(archs[:half], measured[:half])
-    report['linear_fit_holdout'] = dict(metrics(fitted.predict_batch(archs[half:]), measured[half:]),
-                                        scale=fitted.scale, overhead_ms=fitted.overhead_ms)
+  if half >= 3:  # Corrections fitted on one half of the architectures, tested on the other.
+    for model in OVERHEAD_MODELS:
+      fitted = pred.fit(archs[:half], measured[:half], model=model)
+      report[f'{model}_fit_holdout'] = dict(
+          metrics(fitted.predict_batch(archs[half:]), measured[half:]), scale=fitted.scale,
+          overhead_ms=fitted.overhead_ms, per_mparam_ms=fitted.per_mparam_ms)
+  mparams = pred.mparams_batch(archs)
   report['architectures'] = [dict(arch=str(a), measured_ms=round(float(m), 5),
                                   predicted_ms=round(float(p), 5), sum_ms=round(float(s), 5),
-                                  spread=round(targets.spread(st), 4))
-                             for a, m, p, s, st in zip(archs, measured, predicted, sums,
-                                                       measured_stats)]
+                                  mparams=round(float(w), 5), spread=round(targets.spread(st), 4),
+                                  round_medians=st.get('round_medians'))
+                             for a, m, p, s, w, st in zip(archs, measured, predicted, sums, mparams,
+                                                          measured_stats)]
   if workdir:
     _write_validation(report, predicted, measured, workdir)
   return report
@@ -929,9 +1020,9 @@ def table_path(config, space: Space, workdir: str) -> str:
 
 def _build_kwargs(config) -> dict:
   defaults = dict(num_classes=1000, threads=1, batch_size=1, repeats=30, warmup=5,
-                  method='marginal', chain=3, max_spread=0.1, remeasure=2, min_seconds=0.05,
+                  method='marginal', chain=2, max_spread=0.1, remeasure=2, min_seconds=0.05,
                   statistic='median', depthwise_impl='auto', clock='auto', pin=True,
-                  calibration_archs=5, seed=0, save_every=10)
+                  calibration_archs=5, calibration_model='constant', seed=0, save_every=10)
   return {k: type(v)(_cfg(config, k, v)) for k, v in defaults.items()}
 
 
@@ -967,6 +1058,10 @@ def load_or_build(config, space: Space, workdir: str, progress: bool = True,
                 num_classes=kw['num_classes'], batch_size=kw['batch_size'], threads=kw['threads'])
   if os.path.exists(path):
     table = LatencyTable.load(path, expect=expect)
+    if table.meta.get('model_code') not in (None, model_code_hash()):
+      from absl import logging
+      logging.warning('latency table %s was measured with other model code (models.py/ops.py '
+                      'changed since); rebuild it if the change affects speed', path)
     if table.meta.get('complete') or target not in targets.MEASURABLE:
       return table
   elif target not in targets.MEASURABLE:
