@@ -1,0 +1,87 @@
+"""The Flax builder: its parameter tree and compiled cost agree with the analytical counts."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import search_spaces
+from mnas import counting, models
+
+
+def _n_params(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize('name', sorted(search_spaces.REFERENCES))
+def test_param_tree_matches_count(name):
+  arch = search_spaces.get_reference(name)
+  model = models.build_model(arch, num_classes=1000)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3))))
+  assert _n_params(shapes['params']) == counting.count(arch)['params']
+  assert 'batch_stats' in shapes
+
+
+@pytest.mark.parametrize('name', ['mobilenet_v2', 'mobilenet_v3_small', 'mnasnet_a1'])
+def test_macs_match_xla_cost_analysis(name):
+  """XLA's flop count of the compiled forward pass is 2 x MACs plus elementwise work."""
+  arch = search_spaces.get_reference(name, resolution=128)
+  model = models.build_model(arch, num_classes=1000, depthwise_impl='grouped')
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 128, 128, 3))))
+  fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  cost = fwd.lower(variables, jax.ShapeDtypeStruct((1, 128, 128, 3), jnp.float32)).compile()
+  analysis = cost.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, list) else analysis
+  macs = counting.count(arch)['macs']
+  # Batch norm, activations, SE gates and pooling add a few percent of elementwise flops.
+  assert 2 * macs <= analysis['flops'] <= 2 * macs * 1.15
+
+
+def test_forward_train_and_eval_semantics():
+  arch = search_spaces.get_reference('mobilenet_v3_small', resolution=64)
+  model = models.build_model(arch, num_classes=10, depthwise_impl='grouped')
+  variables = models.init_variables(model, jax.random.key(0))
+  x = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+  logits, updates = model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(2)},
+                                mutable=['batch_stats'])
+  assert logits.shape == (2, 10) and np.isfinite(np.asarray(logits)).all()
+  # Training updates the moving statistics (momentum 0.99); evaluation does not use dropout.
+  before = jax.tree.leaves(variables['batch_stats'])
+  after = jax.tree.leaves(updates['batch_stats'])
+  assert any(not np.allclose(a, b) for a, b in zip(before, after))
+  e1 = model.apply(variables, x, train=False)
+  e2 = model.apply(variables, x, train=False)
+  np.testing.assert_array_equal(e1, e2)
+
+
+@pytest.mark.parametrize('name', sorted(search_spaces.SPACES))
+def test_space_samples_build_and_run(name):
+  """A handful of uniform samples of each space run a forward pass at a small resolution."""
+  space = search_spaces.get_space(name)
+  rng = np.random.default_rng(0)
+  for _ in range(2):
+    arch = space.sample(rng).replace(resolution=32)
+    # The grouped convolution compiles fastest; tests/test_ops.py pins the fast one to it.
+    model = models.build_model(arch, num_classes=10, depthwise_impl='grouped')
+    variables = models.init_variables(model, jax.random.key(0), batch_size=2)
+    out = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, jnp.ones((2, 32, 32, 3)))
+    assert out.shape == (2, 10) and np.isfinite(np.asarray(out)).all()
+    assert _n_params(variables['params']) == counting.count(arch, 10)['params']
+
+
+@pytest.mark.parametrize('name', sorted(search_spaces.SPACES))
+def test_thousand_samples_count(name):
+  space = search_spaces.get_space(name)
+  rng = np.random.default_rng(1)
+  for _ in range(1000):
+    arch = space.sample(rng)
+    assert models.build_model(arch).arch is arch
+    c = counting.count(arch, 1000)
+    assert c['params'] > 0 and c['macs'] > 0
+
+
+def test_bfloat16_forward():
+  arch = search_spaces.get_space('tiny').sample(np.random.default_rng(0))
+  model = models.build_model(arch, num_classes=10, dtype=jnp.bfloat16)
+  variables = models.init_variables(model, jax.random.key(0))
+  out = model.apply(variables, jnp.ones((1, 64, 64, 3)), train=False)
+  assert out.dtype == jnp.float32 and np.isfinite(np.asarray(out)).all()
