@@ -499,7 +499,7 @@ def build_table(space: Space, target: str = 'xla-cpu', *, path: str | None = Non
                 warmup: int = 5, method: str = 'marginal', chain: int = 2,
                 max_spread: float = 0.2, remeasure: int = 2, min_seconds: float = 0.05,
                 statistic: str = 'median', depthwise_impl: str = 'auto', clock: str = 'auto',
-                pin: bool = True, calibration_archs: int = 8, calibration_model: str = 'linear',
+                pin: bool = True, calibration_archs: int = 8, calibration_model: str = 'constant',
                 seed: int = 0, progress: bool = True, save_every: int = 10,
                 runner=None) -> LatencyTable:
   """Builds (or resumes, or extends) the latency table of `space` on `target`.
@@ -1044,7 +1044,7 @@ def _build_kwargs(config) -> dict:
   defaults = dict(num_classes=1000, threads=1, batch_size=1, repeats=30, warmup=5,
                   method='marginal', chain=2, max_spread=0.2, remeasure=2, min_seconds=0.05,
                   statistic='median', depthwise_impl='auto', clock='auto', pin=True,
-                  calibration_archs=8, calibration_model='linear', seed=0, save_every=10)
+                  calibration_archs=8, calibration_model='constant', seed=0, save_every=10)
   return {k: type(v)(_cfg(config, k, v)) for k, v in defaults.items()}
 
 
@@ -1144,7 +1144,7 @@ def main(verb: str, config, workdir: str | None, arch: str | None = None,
                       seed=int(_cfg(config, 'validate_seed', 1)), workdir=workdir,
                       progress=progress, recalibrate=bool(_cfg(config, 'recalibrate', True)),
                       calibration_archs=int(_cfg(config, 'calibration_archs', 8)),
-                      calibration_model=_cfg(config, 'calibration_model', 'linear'))
+                      calibration_model=_cfg(config, 'calibration_model', 'constant'))
     out = {k: v for k, v in report.items() if k != 'architectures'}
   elif verb == 'predict':
     if not arch:
