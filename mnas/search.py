@@ -134,6 +134,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, train_fn=None,
   space = search_spaces.get_space(config.space)
   if predictor is None:
     from mnas import latency
+    os.makedirs(os.path.join(workdir, 'latency'), exist_ok=True)
     predictor = latency.predictor_for_search(config.latency, space, os.path.join(workdir, 'latency'))
   train_fn = train_fn or make_train_fn(config, workdir)
   reward_fn = make_reward_fn(config)

@@ -1,0 +1,38 @@
+"""Fields shared by the search configs (each documents its paper settings)."""
+
+import ml_collections
+
+from experiments import latency as latency_config
+from experiments import train as train_config
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.space = 'tiny'  # search_spaces.SPACES
+  # 'mnasnet' (LSTM + PPO, Tan et al. 2019), 'reinforce' (TuNAS, Bender et al. 2020),
+  # 'evolution' (Real et al. 2019), 'random'.
+  c.controller = 'mnasnet'
+  c.controller_kwargs = {}
+  c.num_steps = 100  # Controller updates.
+  c.candidates_per_step = 8  # MnasNet: a batch of candidates per update.
+  c.seed = 0
+  c.reward = ml_collections.ConfigDict()
+  # mnas.rewards.KINDS: 'mnasnet_soft' (alpha = beta = -0.07), 'mnasnet_hard' (0, -1),
+  # 'v3_small' (w = -0.15), 'tunas_abs' (beta = -0.1), 'tunas_mnas', 'tunas_mnas_hard'.
+  c.reward.kind = 'mnasnet_soft'
+  c.reward.target_ms = 1.0  # T: milliseconds of the chosen latency table.
+  c.reward.params = {}  # Overrides: {'alpha': ..., 'beta': ...}.
+  c.failure_reward = 0.0  # Reward of a candidate that failed (diverged, crashed, skipped).
+  # Candidates predicted slower than this are not trained (failed, 'skipped'); None: train all.
+  c.max_latency_ms = ml_collections.config_dict.placeholder(float)
+  c.num_classes = 10  # For params/MACs in the store; the trainer reads the dataset's.
+  # The latency table and how it is measured (see experiments/latency.py). The search builds
+  # it on first use into workdir/latency and measures new candidates' entries on demand.
+  c.latency = latency_config.get_config()
+  c.latency.scope = 'on_demand'
+  c.latency.progress = False
+  c.train = train_config.get_config()  # The proxy task (see experiments/train.py).
+  c.train.num_epochs = 5.0  # MnasNet's proxy task: 5 epochs.
+  c.pareto_every_steps = 5
+  c.hparams_per_candidate = True
+  return c
