@@ -59,7 +59,13 @@ def train(argv) -> None:
 def search(argv) -> None:
   from mnas import search as search_lib
   _needs('config'), _needs('workdir')
-  search_lib.run(FLAGS.config, FLAGS.workdir)
+  print(f'TensorBoard: tensorboard --logdir {FLAGS.workdir}/tensorboard --host 127.0.0.1',
+        flush=True)
+  summary = search_lib.run(FLAGS.config, FLAGS.workdir)
+  search_lib.report(FLAGS.workdir)
+  print(f'\n{summary["evaluations"]} candidates evaluated. Inspect the search with:\n'
+        f'  tensorboard --logdir {FLAGS.workdir}/tensorboard --host 127.0.0.1\n'
+        f'Best architecture: {FLAGS.workdir}/best_arch.json')
 
 
 def report(argv) -> None:

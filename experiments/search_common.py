@@ -9,6 +9,7 @@ from experiments import train as train_config
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.space = 'tiny'  # search_spaces.SPACES
+  c.resolution = 0  # Input resolution of the candidates; 0: the space's.
   # 'mnasnet' (LSTM + PPO, Tan et al. 2019), 'reinforce' (TuNAS, Bender et al. 2020),
   # 'evolution' (Real et al. 2019), 'random'.
   c.controller = 'mnasnet'
@@ -36,3 +37,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.pareto_every_steps = 5
   c.hparams_per_candidate = True
   return c
+
+
+def imagenet_proxy(c: ml_collections.ConfigDict) -> None:
+  """MnasNet's proxy task: 5 epochs of ImageNet, 50,000 training images held out."""
+  c.train = train_config.get_config('imagenet_proxy')
+  c.num_classes = 1000
+  c.latency.num_classes = 1000
+  c.latency.resolution = 224
+
+
+def cpu_proxy(c: ml_collections.ConfigDict, resolution: int = 64) -> None:
+  """A CPU-sized proxy task on the embedded dataset, at `resolution`."""
+  c.train = train_config.get_config()
+  c.train.num_train_steps = 300
+  c.num_classes = 10
+  c.latency.num_classes = 10
+  c.latency.resolution = resolution
+  c.resolution = resolution
+  c.num_steps = 10
+  c.candidates_per_step = 4

@@ -158,6 +158,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, train_fn=None,
     idx = np.asarray(controller.sample(state, jax.random.fold_in(rng, step),
                                        config.candidates_per_step), np.int32)
     archs = [space.decode(i) for i in idx]
+    if config.get('resolution'):  # E.g. a CPU-sized run of a 224x224 space.
+      archs = [a.replace(resolution=config.resolution) for a in archs]
     lat = np.asarray(predictor.predict_batch(archs), np.float64)
     cands = [Candidate(s, idx[s], archs[s], float(lat[s])) for s in range(len(archs))]
     for c in cands:
