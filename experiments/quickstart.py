@@ -2,7 +2,7 @@ r"""The README's main command: a few-minute MnasNet-style search on a CPU.
 
   python launch.py search --config experiments/quickstart.py --workdir /tmp/mnas_quickstart
 
-The `tiny` MobileNetV3-like space at 64x64, the embedded `mnas_shapes` dataset (generated on
+The `tiny` MobileNetV3-like space at 32x32, the embedded `mnas_shapes` dataset (generated on
 first use), a latency table measured on this machine's CPU (`xla-cpu`, one thread; built on
 first use into workdir/latency), MnasNet's LSTM controller with PPO and the soft reward
 (Tan et al. 2019, Eq. 2: alpha = beta = -0.07). Each candidate trains a few hundred steps
@@ -17,19 +17,22 @@ from experiments import search_common
 def get_config() -> ml_collections.ConfigDict:
   c = search_common.base_config()
   c.space = 'tiny'
+  c.resolution = 32  # CPU-sized: the tiny space's candidates at 32x32.
   c.controller = 'mnasnet'
   c.controller_kwargs = {}  # LSTMController defaults: PPO, lr 3.5e-4, hidden 100.
-  c.num_steps = 8
-  c.candidates_per_step = 4
+  c.num_steps = 4
+  c.candidates_per_step = 3
   c.reward.kind = 'mnasnet_soft'
-  c.reward.target_ms = 1.5  # Predicted ms on the xla-cpu table at 64x64; ~ the space's median.
+  c.reward.target_ms = 0.15  # Predicted ms on the xla-cpu table at 32x32; ~ the space's median.
   c.latency.target = 'xla-cpu'
+  c.latency.resolution = 32
   c.latency.num_classes = 10
   c.latency.scope = 'on_demand'  # Measure the entries candidates need as they come.
+  c.latency.calibration_archs = 4
   c.latency.repeats = 20
   c.train.dataset = 'mnas_shapes'
-  c.train.resolution = 64
-  c.train.batch_size = 64
-  c.train.num_train_steps = 150
-  c.train.log_every_steps = 50
+  c.train.batch_size = 32
+  c.train.num_train_steps = 400
+  c.train.min_area = 1.0  # No random-crop zoom at 32x32: the shapes must stay whole.
+  c.train.log_every_steps = 100
   return c
