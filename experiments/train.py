@@ -80,6 +80,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # (for ~350 epochs); short CPU runs need a shorter average. 0: evaluate the raw weights.
   c.ema_decay = 0.99
   c.grad_clip_norm = 0.0  # Global-norm clipping; 0: off (the papers do not clip).
+  # A run whose training loss is NaN/inf or above this is stopped and reported 'failed'
+  # (batch norm keeps a blown-up network's loss finite; chance is ln(classes), 2.3 for 10).
+  c.divergence_loss = 1e3
 
   # --- Length. num_train_steps > 0 wins over num_epochs. [MnasNet] proxy task: 5 epochs.
   c.num_epochs = 4.0

@@ -50,6 +50,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+import numpy as np
 
 IMPLS = ('grouped', 'shifted', 'auto')
 
@@ -321,3 +322,194 @@ class DepthwiseConv(nn.Module):
     kernel = self.param('kernel', self.kernel_init, (k, k, 1, c), self.param_dtype)
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
     return depthwise_conv(x, kernel, self.strides, impl=self.impl)
+
+
+# ---------------------------------------------------------------------------
+# 1x1 convolution as a matrix product.
+# ---------------------------------------------------------------------------
+
+
+def pointwise_conv(x: Array, kernel: Array) -> Array:
+  """1x1 convolution, stride 1: (..., Cin) x (1, 1, Cin, Cout) -> (..., Cout).
+
+  One `dot_general` of the (prod(...), Cin) matrix, so that XLA:CPU runs it and
+  both of its gradients as plain matrix products. Written as a convolution
+  (`nn.Conv(kernel_size=(1, 1))`), the forward is as fast, but the backward is
+  3-8x slower: the kernel gradient becomes a convolution over transposed
+  (C, H, W, N) copies of the activations (benchmarks/train_throughput.py).
+  """
+  cin, cout = kernel.shape[-2:]
+  if kernel.shape != (1, 1, cin, cout) or x.shape[-1] != cin:
+    raise ValueError(f'pointwise_conv: kernel {kernel.shape} does not fit input {x.shape}')
+  y = lax.dot_general(x.reshape(-1, cin), kernel.reshape(cin, cout), (((1,), (0,)), ((), ())))
+  return y.reshape(*x.shape[:-1], cout)
+
+
+class PointwiseConv(nn.Module):
+  """`nn.Conv(features, (1, 1))` (stride 1, any padding) as a matrix product.
+
+  Same parameters, names and shapes as `nn.Conv`: 'kernel' (1, 1, Cin, features)
+  and, with `use_bias`, 'bias' (features,); so checkpoints do not change.
+  """
+  features: int
+  use_bias: bool = True
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+  bias_init: Initializer = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param('kernel', self.kernel_init, (1, 1, x.shape[-1], self.features),
+                        self.param_dtype)
+    bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = pointwise_conv(x, kernel)
+    return y + bias if bias is not None else y
+
+
+# ---------------------------------------------------------------------------
+# Batch norm fused with the activation that follows it.
+# ---------------------------------------------------------------------------
+
+
+def _identity(x: Array) -> Array:
+  return x
+
+
+def _normalize_act(x: Array, mean: Array, a: Array, bias: Array,
+                   act: Callable[[Array], Array]) -> Array:
+  """act((x - mean) * a + bias) in float32 (or wider), flax's order of operations."""
+  acc_t = _acc_dtype(x.dtype)
+  return act((x.astype(acc_t) - mean) * a + bias)
+
+
+def _channel_means(xs: Sequence[Array], axis_name: str | None) -> list[Array]:
+  """Per-channel means over all but the last axis, averaged over `axis_name` replicas
+  with one `pmean` (as flax's `_compute_stats`)."""
+  axes = tuple(range(xs[0].ndim - 1))
+  mus = [jnp.mean(v, axes) for v in xs]
+  if axis_name is None:
+    return mus
+  stacked = lax.pmean(jnp.stack(mus), axis_name)
+  return [stacked[i] for i in range(len(xs))]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _bn_act_train(x, scale, bias, epsilon, act, axis_name, dtype):
+  return _bn_act_train_fwd(x, scale, bias, epsilon, act, axis_name, dtype)[0]
+
+
+def _bn_act_train_fwd(x, scale, bias, epsilon, act, axis_name, dtype):
+  acc_t = _acc_dtype(x.dtype)
+  xf = x.astype(acc_t)
+  mean, mean2 = _channel_means([xf, xf * xf], axis_name)
+  var = jnp.maximum(0.0, mean2 - mean * mean)  # E[x^2] - E[x]^2, one pass (flax's default).
+  rstd = lax.rsqrt(var + epsilon)
+  a = scale.astype(acc_t) * rstd
+  y = _normalize_act(x, mean, a, bias.astype(acc_t), act).astype(dtype)
+  return (y, mean, var), (x, scale, bias, mean, rstd)
+
+
+def _bn_act_train_bwd(epsilon, act, axis_name, dtype, res, cts):
+  """Batch-norm backward with the activation's derivative recomputed from x.
+
+  With xhat = (x - mean) * rstd and d = dL/d(pre-activation):
+    dbias = sum(d), dscale = sum(d * xhat),
+    dx = scale * rstd * (d - mean(d) - xhat * mean(d * xhat)),
+  the means taken over the whole (cross-replica) batch, as autodiff of flax's
+  BatchNorm gives. Cotangents of the returned batch statistics are ignored: they
+  only feed the moving averages.
+  """
+  del epsilon, dtype
+  x, scale, bias, mean, rstd = res
+  dy = cts[0]
+  acc_t = _acc_dtype(x.dtype)
+  a = scale.astype(acc_t) * rstd
+  xc = x.astype(acc_t) - mean
+  _, act_vjp = jax.vjp(act, xc * a + bias.astype(acc_t))
+  d = act_vjp(dy.astype(acc_t))[0]
+  axes = tuple(range(x.ndim - 1))
+  sum_d, sum_dxc = jnp.sum(d, axes), jnp.sum(d * xc, axes)
+  m = int(np.prod(x.shape[:-1]))
+  mean_d, mean_dxc = sum_d / m, sum_dxc / m
+  if axis_name is not None:
+    stacked = lax.pmean(jnp.stack([mean_d, mean_dxc]), axis_name)
+    mean_d, mean_dxc = stacked[0], stacked[1]
+  dx = a * (d - mean_d) - xc * (a * rstd * rstd * mean_dxc)
+  dscale = rstd * sum_dxc
+  return dx.astype(x.dtype), dscale.astype(scale.dtype), sum_d.astype(bias.dtype)
+
+
+_bn_act_train.defvjp(_bn_act_train_fwd, _bn_act_train_bwd)
+
+
+def batch_norm_act(x: Array, scale: Array, bias: Array, mean: Array | None = None,
+                   var: Array | None = None, *, epsilon: float = 1e-3,
+                   act: Callable[[Array], Array] | None = None,
+                   axis_name: str | None = None,
+                   dtype: Dtype | None = None) -> tuple[Array, Array, Array]:
+  """act(batch_norm(x)) over the last axis; returns (y, mean, var).
+
+  Training (`mean`, `var` None): normalises with the batch statistics (means over
+  all axes but the last, in float32, var = E[x^2] - E[x]^2 clipped at 0, averaged
+  over `axis_name` replicas), returned for the moving averages. Evaluation:
+  normalises with the given `mean`, `var` and returns them. y has dtype `dtype`
+  (default x's); arithmetic is in float32 or wider.
+
+  Same values as `act(nn.BatchNorm(...)(x))`, but training has a hand-written
+  VJP: autodiff of the flax layer saves the centred input and makes several
+  passes over it, with the activation's derivative on a saved copy of the
+  normalised tensor; this saves only `x`, recomputes the activation's input, and
+  makes two passes (the two channel sums, then dx), all fused by XLA.
+  """
+  act = act or _identity
+  dtype = jnp.dtype(dtype or x.dtype)
+  if mean is None:
+    return _bn_act_train(x, scale, bias, float(epsilon), act, axis_name, dtype)
+  acc_t = _acc_dtype(x.dtype)
+  a = scale.astype(acc_t) * lax.rsqrt(var.astype(acc_t) + epsilon)
+  y = _normalize_act(x, mean.astype(acc_t), a, bias.astype(acc_t), act).astype(dtype)
+  return y, mean, var
+
+
+class BatchNorm(nn.Module):
+  """`act(nn.BatchNorm(...)(x))` over the last axis, with a fused backward.
+
+  Same variables as `nn.BatchNorm`: params 'scale' (ones) and 'bias' (zeros),
+  'batch_stats' 'mean' (zeros) and 'var' (ones), float32; moving averages
+  `momentum * old + (1 - momentum) * batch`, not updated while initialising;
+  `axis_name` averages the batch statistics (and their gradients) over replicas
+  as flax's cross-replica batch norm does. Output dtype: `dtype`, else the
+  promotion of x and the parameters.
+  """
+  use_running_average: bool | None = None
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+  activation: Callable[[Array], Array] | None = None
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: Array, use_running_average: bool | None = None) -> Array:
+    use_running_average = nn.merge_param('use_running_average', self.use_running_average,
+                                         use_running_average)
+    c = x.shape[-1]
+    ra_mean = self.variable('batch_stats', 'mean', lambda s: jnp.zeros(s, jnp.float32), (c,))
+    ra_var = self.variable('batch_stats', 'var', lambda s: jnp.ones(s, jnp.float32), (c,))
+    scale = self.param('scale', nn.initializers.ones, (c,), self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (c,), self.param_dtype)
+    dtype = nn.dtypes.canonicalize_dtype(x, scale, bias, dtype=self.dtype)
+    if use_running_average:
+      y, _, _ = batch_norm_act(x, scale, bias, ra_mean.value, ra_var.value,
+                               epsilon=self.epsilon, act=self.activation, dtype=dtype)
+    else:
+      axis_name = None if self.is_initializing() else self.axis_name
+      y, mean, var = batch_norm_act(x, scale, bias, epsilon=self.epsilon, act=self.activation,
+                                    axis_name=axis_name, dtype=dtype)
+      if not self.is_initializing():
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    return y

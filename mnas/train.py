@@ -81,6 +81,7 @@ DEFAULTS = dict(
     dropout_rate=0.2,
     ema_decay=0.99,
     grad_clip_norm=0.0,
+    divergence_loss=1e3,
     dtype='float32',
     depthwise_impl='auto',
     num_epochs=4.0,
@@ -142,7 +143,7 @@ class TrainResult:
 
 
 class Diverged(FloatingPointError):
-  """The training loss became NaN or infinite."""
+  """The training loss became NaN or infinite, or exceeded config.divergence_loss."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,9 +308,11 @@ def parallelize(per_replica: Callable, devices: Sequence[jax.Device], *, in_axes
   """The one data-parallel wrapper: pmap over `devices` with axis name AXIS.
 
   `in_axes` has one entry per argument: 0 for per-device (leading device axis), None for
-  broadcast. Outputs carry a leading device axis.
+  broadcast. Outputs carry a leading device axis. With several processes the axis spans all
+  processes' devices (pmap's default), each process feeding its local ones.
   """
-  return jax.pmap(per_replica, axis_name=AXIS, in_axes=in_axes, devices=list(devices),
+  return jax.pmap(per_replica, axis_name=AXIS, in_axes=in_axes,
+                  devices=list(devices) if jax.process_count() == 1 else None,
                   donate_argnums=donate_argnums)
 
 
@@ -329,6 +332,7 @@ class Steps:
   num_params: int = 0
 
 
+_FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
 _STEPS_CACHE: collections.OrderedDict = collections.OrderedDict()
 _STEPS_CACHE_SIZE = 8
 _STEPS_LOCK = threading.Lock()
@@ -371,8 +375,14 @@ def make_steps(arch: Architecture, num_classes: int, config,
                       opt_state=tx.init(params), ema_params=params, ema_batch_stats=batch_stats,
                       rng=dropout_rng)
 
+  compiled_init = []
+
   def init(seed: int) -> TrainState:
-    return jax.device_get(_init(jax.random.PRNGKey(seed)))
+    key = jax.random.PRNGKey(seed)
+    if not compiled_init:  # Runs once per model: XLA's cheapest optimisation level halves
+      # the compile time of the ~100 random initialisers (deterministic all the same).
+      compiled_init.append(_init.lower(key).compile(compiler_options=_FAST_COMPILE))
+    return jax.device_get(compiled_init[0](key))
 
   train = parallelize(functools.partial(train_step, model=model, tx=tx, cfg=cfg), devices,
                       in_axes=(0, 0, None), donate_argnums=(0,))
@@ -398,9 +408,16 @@ def replicate(tree, devices: Sequence[jax.Device]):
       tree)
 
 
+def _first_replica(x):
+  """The first device's copy of a pmapped array as numpy, without running a slicing op."""
+  if isinstance(x, jax.Array) and not x.is_fully_replicated:
+    return np.asarray(x.addressable_shards[0].data)[0]
+  return np.asarray(x)[0]
+
+
 def unreplicate(tree):
-  """The first device's copy, on the host (numpy)."""
-  return jax.device_get(jax.tree.map(lambda x: x[0], tree))
+  """The first device's copy of a replicated pytree, on the host (numpy)."""
+  return jax.tree.map(_first_replica, tree)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,7 +480,7 @@ def _evaluate(steps: Steps, state, config, kind: str, seed: int, holdout) -> tup
     _close(it)
   if totals is None:
     return 0.0, float('nan')
-  totals = jax.device_get(jax.tree.map(lambda x: x[0], totals))
+  totals = unreplicate(totals)
   count = max(float(totals['count']), 1.0)
   return float(totals['correct']) / count, float(totals['loss']) / count
 
@@ -527,18 +544,24 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
     log_every = max(1, int(_cfg(config, 'log_every_steps')))
     eval_every = int(_cfg(config, 'eval_every_steps'))
     ckpt_every = int(_cfg(config, 'checkpoint_every_steps'))
+    max_loss = float(_cfg(config, 'divergence_loss') or math.inf)
     pending = None  # (step, lr, metrics on device): fetched one step late to keep dispatch async.
     timer_start, timed_images, paused = None, 0, 0.0
     window = [time.time(), 0]  # For the per-log-line throughput.
 
     def finish(pending_step, lr, metrics):
       nonlocal timer_start, timed_images
-      m = jax.device_get(jax.tree.map(lambda x: x[0], metrics))
+      m = unreplicate(metrics)
       loss = float(m['loss'])
       result.train_losses.append(loss)
-      if not math.isfinite(loss):
-        raise Diverged(f'training loss is {loss} (NaN/inf) at step {pending_step}: the run '
-                       f'diverged (lr {lr:.4g})')
+      if not (math.isfinite(loss) and math.isfinite(float(m['l2']))):
+        what = 'loss' if not math.isfinite(loss) else 'weight norm'
+        raise Diverged(f'training {what} is NaN/inf at step {pending_step} (loss {loss}): the '
+                       f'run diverged (lr {lr:.4g})')
+      if loss > max_loss:
+        raise Diverged(f'training loss {loss:.4g} > divergence_loss {max_loss:g} at step '
+                       f'{pending_step}: the run diverged (lr {lr:.4g}); not NaN yet, but '
+                       'batch norm keeps a blown-up network finite')
       if timer_start is None:  # First step done: compilation is over.
         timer_start = time.time()
         window[:] = [timer_start, 0]
@@ -624,7 +647,8 @@ def train_candidate(arch: Architecture, config, workdir: str | None = None, *,
   budget is `budget_steps`, else `budget_epochs`, else the config's num_train_steps /
   num_epochs. With a `workdir`, checkpoints (resumed from automatically) and TensorBoard
   summaries go there; without one nothing is written. A diverging run (NaN/inf loss) stops
-  early and comes back with status 'failed' and the reason; it does not raise. `callbacks`
+  early and comes back with status 'failed' and the reason; it does not raise. (Batch norm
+  keeps a blown-up network's loss finite, so a loss above config.divergence_loss counts too.) `callbacks`
   are called as cb(step, metrics) after every step (an exception stops the run).
   Compiled steps are cached per (architecture, static config, devices).
   """

@@ -85,3 +85,53 @@ def test_bfloat16_forward():
   variables = models.init_variables(model, jax.random.key(0))
   out = model.apply(variables, jnp.ones((1, 64, 64, 3)), train=False)
   assert out.dtype == jnp.float32 and np.isfinite(np.asarray(out)).all()
+
+
+def _train_and_eval_outputs(model, variables, x):
+  """Train-mode logits, moving statistics and gradients of sum(sin(logits)); eval logits."""
+  def loss(params):
+    logits, upd = model.apply({**variables, 'params': params}, x, train=True,
+                              mutable=['batch_stats'], rngs={'dropout': jax.random.key(2)})
+    return jnp.sum(jnp.sin(logits)), (logits, upd['batch_stats'])
+  (_, (logits, stats)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+      variables['params'])
+  eval_logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+  return dict(logits=logits, stats=stats, grads=grads, eval_logits=eval_logits)
+
+
+@pytest.mark.parametrize('name', ['mobilenet_v3_large', 'mobilenet_v2', 'mnasnet_a1'])
+@pytest.mark.parametrize('dtype', ['float32', 'float64'])
+def test_fused_layers_match_flax_layers(name, dtype):
+  """layer_impl 'fused' (dot 1x1 convs, fused batch norm + activation; the CPU default) has
+  the parameters of 'flax' (nn.Conv, nn.BatchNorm + activation) and computes the same
+  function: train-mode logits, moving statistics and gradients, eval-mode logits.
+
+  In float64 they agree to 1e-9. In float32 the gradients of these deep, small-batch nets
+  are ill-conditioned (a ReLU6 mask flipped by one rounding moves a depthwise kernel
+  gradient by ~2%), so float32 checks the forward values only.
+  """
+  with jax.enable_x64(dtype == 'float64'):
+    arch = search_spaces.get_reference(name, resolution=64)
+    fused, ref = (models.build_model(arch, num_classes=10, layer_impl=impl, dtype=dtype,
+                                     depthwise_impl='grouped') for impl in ('fused', 'flax'))
+    variables = models.init_variables(fused, jax.random.key(0), batch_size=4)
+    ref_shapes = jax.eval_shape(lambda: ref.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, ref_shapes)
+    x = jax.random.normal(jax.random.key(1), (4, 64, 64, 3), dtype)
+    actual = _train_and_eval_outputs(fused, variables, x)
+    expected = _train_and_eval_outputs(ref, variables, x)
+  for group in (actual if dtype == 'float64' else ('logits', 'stats', 'eval_logits')):
+    # Eval mode: flax computes rsqrt(var + eps) * scale in the float32 of the variables.
+    rel = 1e-9 if dtype == 'float64' and group != 'eval_logits' else 1e-4
+    # Tolerance relative to the group's largest value: some leaves are zero up to rounding
+    # (gradients of a bias followed by batch norm).
+    scale = max(float(np.abs(v).max()) for v in jax.tree.leaves(expected[group]))
+    for a, e in zip(jax.tree.leaves(actual[group]), jax.tree.leaves(expected[group])):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=0, atol=rel * scale,
+                                 err_msg=group)
+
+
+def test_layer_impl_auto_and_bad():
+  assert models.resolve_layer_impl('auto') == 'fused'  # tests run on CPU
+  with pytest.raises(ValueError, match='layer_impl'):
+    models.resolve_layer_impl('cudnn')

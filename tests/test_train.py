@@ -93,6 +93,9 @@ def test_schedule_and_optimizer():
   del optax
 
 
+# Smaller still (three compilations): stem, one block with squeeze-excite, head.
+PMAP_ARCH = 'r32_w1_sev3 stem_c8_hs ir_r1_k3_s2_e2_c8_se0.25_hs head_c16_hs_pool_c16_hs'
+
 _PMAP_CHECK = textwrap.dedent('''
   import os, sys
   sys.path.insert(0, {root!r})
@@ -142,7 +145,7 @@ def test_pmap_matches_single_device_on_2_and_4_devices():
   """pmean of gradients + cross-replica BN: N devices == 1 device on the same global batch."""
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
              JAX_PLATFORMS='cpu')
-  code = _PMAP_CHECK.format(root=ROOT, arch=SMALL)
+  code = _PMAP_CHECK.format(root=ROOT, arch=PMAP_ARCH)
   proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
                         timeout=300, cwd=ROOT)
   assert proc.returncode == 0 and 'PMAP_OK' in proc.stdout, proc.stdout + proc.stderr[-4000:]
@@ -200,11 +203,15 @@ def test_kill_and_resume_is_bit_exact_and_corrupt_latest_falls_back(data_dir, tm
 
 def test_diverging_run_fails_without_raising(data_dir):
   from mnas import train
-  cfg = _config(data_dir, lr=1e6, optimizer='sgd', weight_decay=0.0)
+  cfg = _config(data_dir, lr=1e6, optimizer='sgd')
   result = train.train_candidate(_arch(), cfg, budget_steps=30)
   assert result.status == 'failed', result
   assert 'nan' in result.reason.lower(), result.reason
   assert result.steps < 30
+  # RMSProp's normalised steps blow the weights up without a NaN: caught by divergence_loss.
+  cfg = _config(data_dir, lr=1e6)  # Same static config as the resume test: no recompilation.
+  result = train.train_candidate(_arch(), cfg, budget_steps=30)
+  assert result.status == 'failed' and 'divergence_loss' in result.reason, result.reason
 
 
 def test_train_and_evaluate_writes_workdir(data_dir, tmp_path):
@@ -218,3 +225,38 @@ def test_train_and_evaluate_writes_workdir(data_dir, tmp_path):
     assert json.load(f)['steps'] == 3
   assert os.listdir(tmp_path / 'checkpoints')
   assert glob.glob(str(tmp_path / 'events.out.tfevents.*'))
+
+
+# The proxy task ranks architectures: a reasonable small network vs. a single narrow block.
+REASONABLE = ('r32_w1_sev3 stem_c16_hs ir_r1_k3_s2_e3_c24_relu ir_r1_k3_s1_e3_c24_relu '
+              'ir_r1_k5_s2_e3_c40_se0.25_hs ir_r1_k3_s1_e3_c40_se0.25_hs head_c128_hs_pool_c256_hs')
+TINY = 'r32_w1_sev3 stem_c8_relu ir_r1_k3_s2_e1_c8_relu head_c16_relu'
+
+
+@pytest.fixture(scope='module')
+def shapes_dir(tmp_path_factory):
+  """The full embedded set (20,000 train / 2,000 test; about 10 s to generate)."""
+  d = os.environ.get('MNAS_TEST_DATA_DIR') or str(tmp_path_factory.mktemp('tfds_full'))
+  from mnas import data
+  data.dataset_info('mnas_shapes', d)
+  return d
+
+
+def test_proxy_task_ranks_architectures(shapes_dir):
+  """About 30 s of CPU training each (1,000 steps of 32 images at 32x32, 1.8 epochs of the
+  18,000 training images); accuracy on the 2,000 held-out validation images."""
+  from mnas import train
+  cfg = _config(shapes_dir, dataset='mnas_shapes', holdout=2000, batch_size=32,
+                min_area=1.0, log_every_steps=250, data_threads=2)
+  t0 = time.time()
+  good = train.train_candidate(_arch(REASONABLE), cfg, budget_steps=1000, seed=0)
+  t1 = time.time()
+  tiny = train.train_candidate(_arch(TINY), cfg, budget_steps=1000, seed=0)
+  t2 = time.time()
+  print(f'\nproxy task: reasonable {good.val_accuracy:.4f} ({good.params} params, {t1 - t0:.0f} s, '
+        f'{good.images_per_second:.0f} img/s), tiny {tiny.val_accuracy:.4f} '
+        f'({tiny.params} params, {t2 - t1:.0f} s)')
+  assert good.status == tiny.status == 'done'
+  assert good.val_accuracy > 0.2, good  # Chance: 0.1 (10 balanced classes).
+  # 2,000 validation images: the standard error of an accuracy near 0.2 is about 0.009.
+  assert good.val_accuracy > tiny.val_accuracy + 0.05, (good.val_accuracy, tiny.val_accuracy)
