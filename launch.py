@@ -56,22 +56,34 @@ def train(argv) -> None:
   train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
+def _search_module(method: str):
+  """`config.method`: 'mnas' (a candidate trained per sample) or 'oneshot' (TuNAS)."""
+  if method == 'oneshot':
+    from mnas import oneshot
+    return oneshot
+  if method == 'mnas':
+    from mnas import search as search_lib
+    return search_lib
+  raise app.UsageError(f"config.method must be one of ('mnas', 'oneshot'), got {method!r}")
+
+
 def search(argv) -> None:
-  from mnas import search as search_lib
   _needs('config'), _needs('workdir')
+  lib = _search_module(FLAGS.config.get('method', 'mnas'))
   print(f'TensorBoard: tensorboard --logdir {FLAGS.workdir}/tensorboard --host 127.0.0.1',
         flush=True)
-  summary = search_lib.run(FLAGS.config, FLAGS.workdir)
-  search_lib.report(FLAGS.workdir)
+  summary = lib.run(FLAGS.config, FLAGS.workdir)
+  lib.report(FLAGS.workdir)
   print(f'\n{summary["evaluations"]} candidates evaluated. Inspect the search with:\n'
         f'  tensorboard --logdir {FLAGS.workdir}/tensorboard --host 127.0.0.1\n'
         f'Best architecture: {FLAGS.workdir}/best_arch.json')
 
 
 def report(argv) -> None:
-  from mnas import search as search_lib
+  from mnas import oneshot
   _needs('workdir')
-  search_lib.report(FLAGS.workdir)
+  _search_module('oneshot' if oneshot.is_oneshot_workdir(FLAGS.workdir) else 'mnas').report(
+      FLAGS.workdir)
 
 
 def latency(argv) -> None:

@@ -8,6 +8,9 @@ from experiments import train as train_config
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  # 'mnas': every sample trained on the proxy task (mnas.search, MnasNet); 'oneshot': a
+  # weight-sharing supernet trained with the controller (mnas.oneshot, TuNAS).
+  c.method = 'mnas'
   c.space = 'tiny'  # search_spaces.SPACES
   c.resolution = 0  # Input resolution of the candidates; 0: the space's.
   # 'mnasnet' (LSTM + PPO, Tan et al. 2019), 'reinforce' (TuNAS, Bender et al. 2020),
