@@ -20,6 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_steps = 100  # Controller updates.
   c.candidates_per_step = 8  # MnasNet: a batch of candidates per update.
   c.seed = 0
+  c.max_seconds = 0.0  # Stop after the step that passes this wall time (resumable); 0: off.
   c.reward = ml_collections.ConfigDict()
   # mnas.rewards.KINDS: 'mnasnet_soft' (alpha = beta = -0.07), 'mnasnet_hard' (0, -1),
   # 'v3_small' (w = -0.15), 'tunas_abs' (beta = -0.1), 'tunas_mnas', 'tunas_mnas_hard'.

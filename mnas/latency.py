@@ -1074,6 +1074,7 @@ def load_or_build(config, space: Space, workdir: str, progress: bool = True,
                   default_scope: str = 'auto') -> LatencyTable:
   """The table of `config` for `space`, built (or its interrupted build resumed) if needed."""
   target, w, r = _resolve(config, space)
+  os.makedirs(workdir, exist_ok=True)
   path = table_path(config, space, workdir)
   kw = _build_kwargs(config)
   expect = dict(target=target, space=space.name, width_multiplier=w, resolution=r,

@@ -336,7 +336,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
                                   **dict(reward_cfg.get('params', {})))
   if predictor is None:
     from mnas import latency
-    os.makedirs(os.path.join(workdir, 'latency'), exist_ok=True)
     predictor = latency.predictor_for_search(config.latency, space,
                                              os.path.join(workdir, 'latency'))
   is_op, is_filter = _plan_masks(space)

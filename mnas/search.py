@@ -134,7 +134,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, train_fn=None,
   space = search_spaces.get_space(config.space)
   if predictor is None:
     from mnas import latency
-    os.makedirs(os.path.join(workdir, 'latency'), exist_ok=True)
     predictor = latency.predictor_for_search(config.latency, space, os.path.join(workdir, 'latency'))
   train_fn = train_fn or make_train_fn(config, workdir)
   reward_fn = make_reward_fn(config)
@@ -152,7 +151,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, train_fn=None,
     logging.info('resuming the search at controller step %d (%d evaluations in the store)',
                  start, store.count())
   writer = summaries.SearchWriter(os.path.join(workdir, 'tensorboard'), space, config)
-  names = [d.name for d in space.decisions]
+  max_seconds, t_start = float(config.get('max_seconds') or 0.0), time.time()
   for step in range(start, config.num_steps):
     t0 = time.time()
     idx = np.asarray(controller.sample(state, jax.random.fold_in(rng, step),
@@ -174,6 +173,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, train_fn=None,
     ckpts.save(step + 1, {'state': state, 'step': np.int64(step + 1)})
     writer.write_step(step + 1, cands, metrics, controller.probabilities(state), store,
                       seconds=time.time() - t0)
+    if max_seconds and time.time() - t_start > max_seconds and step + 1 < config.num_steps:
+      logging.warning('search: max_seconds %g reached after step %d of %d; run again to resume',
+                      max_seconds, step + 1, config.num_steps)
+      break
   writer.close()
   best = best_rows(store, 1)
   summary = {'workdir': workdir, 'evaluations': len(store.finished()),

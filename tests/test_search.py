@@ -126,3 +126,14 @@ def test_pareto_front():
   rows = [dict(latency_ms=1, accuracy=0.5), dict(latency_ms=2, accuracy=0.4),
           dict(latency_ms=3, accuracy=0.7), dict(latency_ms=0.5, accuracy=0.1)]
   assert [r['latency_ms'] for r in search.pareto_front(rows)] == [0.5, 1, 3]
+
+
+def test_max_seconds_stops_after_a_step_and_the_rerun_finishes(tmp_path):
+  cfg = config('random', steps=3, per_step=2)
+  cfg.max_seconds = 1e-6
+  out = search.run(cfg, str(tmp_path), train_fn=fake_train, predictor=MacsPredictor())
+  assert out['evaluations'] == 2  # One step: the limit is checked between steps.
+  search.run(config('random', steps=3, per_step=2), str(tmp_path), train_fn=fake_train,
+             predictor=MacsPredictor())
+  rows = store_lib.Store(str(tmp_path / 'results.sqlite')).finished()
+  assert sorted((r['step'], r['slot']) for r in rows) == [(s, k) for s in range(3) for k in range(2)]
