@@ -29,6 +29,8 @@ import os
 import sys
 import time
 
+from absl import logging
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments import quickstart, tunas_proxylessnas  # noqa: E402
@@ -80,6 +82,7 @@ def main():
   p.add_argument('--workdir', default='/tmp/mnas_bench_oneshot')
   p.add_argument('--seed', type=int, default=0)
   args = p.parse_args()
+  logging.set_verbosity(logging.INFO)  # The searches' and trainings' progress lines.
   base = quickstart.get_config()
   base.seed = args.seed
   os.makedirs(args.workdir, exist_ok=True)
