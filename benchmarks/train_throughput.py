@@ -233,7 +233,8 @@ def torch_models():
 # ---------------------------------------------------------------------------
 
 
-def setup_mnas(name: str, batch: int, threads: int):
+def make_mnas_step(name: str, batch: int):
+  """The mnas train step (jitted, donating its state), eval forward, initial state, inputs."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -270,7 +271,15 @@ def setup_mnas(name: str, batch: int, threads: int):
   step_fn = jax.jit(train_step, donate_argnums=(0,))
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
   params = variables['params']
-  box = {'state': (params, variables['batch_stats'], tx.init(params), jnp.zeros((), jnp.int32))}
+  state = (params, variables['batch_stats'], tx.init(params), jnp.zeros((), jnp.int32))
+  return step_fn, forward, state, x, y
+
+
+def setup_mnas(name: str, batch: int, threads: int):
+  import jax
+  import numpy as np
+  step_fn, forward, state, x, y = make_mnas_step(name, batch)
+  box = {'state': state}
 
   def train():
     box['state'], loss = step_fn(box['state'], x, y)
@@ -280,7 +289,7 @@ def setup_mnas(name: str, batch: int, threads: int):
     p, bs = box['state'][:2]
     forward({'params': p, 'batch_stats': bs}, x).block_until_ready()
 
-  n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+  n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state[0]))
   return train, fwd, n, f'jax {jax.__version__}, flax, {jax.device_count()} {jax.default_backend()} device'
 
 
