@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import zlib
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -31,8 +31,13 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'swish': nn.swish,
 }
 
-# TF reference initialisers: conv kernels N(0, sqrt(2 / fan_out)); dense U(+-1/sqrt(out)).
+# TF reference initialisers (tpu mnasnet_model.py conv_kernel_initializer /
+# dense_kernel_initializer): conv kernels N(0, sqrt(2 / fan_out)), fan_out = k * k * out;
+# dense U(+-1/sqrt(out)). A depthwise kernel is TF's [k, k, C, 1], so its fan_out is k * k
+# (depth multiplier 1), not k * k * C: here it is stored (k, k, 1, C), so out_axis=-2.
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+depthwise_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal', in_axis=-1,
+                                                  out_axis=-2)
 dense_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_out', 'uniform')
 
 
@@ -122,7 +127,7 @@ class Block(nn.Module):
     s = self.spec
     return ops.DepthwiseConv(kernel_size=s['kernel'], strides=s['stride'],
                              impl=self.depthwise_impl, dtype=self.dtype,
-                             kernel_init=conv_init, name=name)(x)
+                             kernel_init=depthwise_init, name=name)(x)
 
   def _se(self, x):
     return SqueezeExcite(self.spec['se'], self.se_rule, self.dtype, self._fused, name='se')(x)
@@ -204,6 +209,26 @@ def _seed_of(rng) -> int:
   return int(np.asarray(data).astype(np.uint64).sum() % (2 ** 63))
 
 
+def init_leaf(names: Sequence[str], shape: tuple[int, ...], seed: int) -> np.ndarray:
+  """The initial value of the variable at path `names` (e.g. ['params', 'block3',
+  'depthwise', 'kernel']) drawn with numpy, from the modules' initialisers' distributions.
+
+  Each leaf has its own stream, keyed by (seed, path).
+  """
+  name = names[-1]
+  if names[0] == 'batch_stats' or name in ('scale', 'bias'):
+    return np.ones(shape) if name in ('var', 'scale') else np.zeros(shape)
+  if name != 'kernel':
+    raise ValueError(f'init_variables: no initialiser for parameter {"/".join(names)}')
+  gen = np.random.default_rng([seed, zlib.crc32('/'.join(names).encode())])
+  out = shape[-2] if names[-2] == 'depthwise' else shape[-1]  # See depthwise_init.
+  fan_out = int(np.prod(shape[:-2])) * out
+  if names[-2] == 'classifier':  # dense_init: U(+-sqrt(3 * (1/3) / fan_out)).
+    limit = np.sqrt(1.0 / fan_out)
+    return gen.uniform(-limit, limit, shape)
+  return gen.normal(0.0, np.sqrt(2.0 / fan_out), shape)  # conv_init: N(0, 2 / fan_out).
+
+
 def init_variables(model: MobileNet, rng, batch_size: int = 1) -> dict:
   """Parameters and batch statistics, drawn on the host with numpy.
 
@@ -220,19 +245,6 @@ def init_variables(model: MobileNet, rng, batch_size: int = 1) -> dict:
 
   def leaf(path, s):
     names = [str(getattr(p, 'key', p)) for p in path]
-    gen = np.random.default_rng([seed, zlib.crc32('/'.join(names).encode())])
-    name = names[-1]
-    if names[0] == 'batch_stats' or name in ('scale', 'bias'):
-      value = np.ones(s.shape) if name in ('var', 'scale') else np.zeros(s.shape)
-    elif name == 'kernel':
-      fan_out = int(np.prod(s.shape[:-2])) * s.shape[-1]
-      if names[-2] == 'classifier':  # dense_init: U(+-sqrt(3 * (1/3) / fan_out)).
-        limit = np.sqrt(1.0 / fan_out)
-        value = gen.uniform(-limit, limit, s.shape)
-      else:  # conv_init: N(0, 2 / fan_out).
-        value = gen.normal(0.0, np.sqrt(2.0 / fan_out), s.shape)
-    else:
-      raise ValueError(f'init_variables: no initialiser for parameter {"/".join(names)}')
-    return jnp.asarray(value, s.dtype)
+    return jnp.asarray(init_leaf(names, s.shape, seed), s.dtype)
 
   return jax.tree_util.tree_map_with_path(leaf, shapes)

@@ -48,7 +48,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import zlib
 from typing import Any, Sequence
 
 import jax
@@ -244,15 +243,7 @@ class Supernet:
 
     def leaf(path, shape):
       names = [str(getattr(k, 'key', k)) for k in path]
-      name = names[-1]
-      if names[0] == 'batch_stats' or name in ('scale', 'bias'):
-        return (np.ones if name in ('var', 'scale') else np.zeros)(shape, np.float32)
-      gen = np.random.default_rng([seed, zlib.crc32('/'.join(names).encode())])
-      fan_out = int(np.prod(shape[:-2])) * shape[-1]
-      if names[-2] == 'classifier':
-        limit = np.sqrt(1.0 / fan_out)
-        return gen.uniform(-limit, limit, shape).astype(np.float32)
-      return gen.normal(0.0, np.sqrt(2.0 / fan_out), shape).astype(np.float32)
+      return models.init_leaf(names, shape, seed).astype(np.float32)
 
     return jax.tree_util.tree_map_with_path(leaf, self.shapes(),
                                             is_leaf=lambda x: isinstance(x, tuple))

@@ -138,3 +138,22 @@ def test_layer_impl_auto_and_bad():
   assert models.resolve_layer_impl('auto') == 'fused'  # tests run on CPU
   with pytest.raises(ValueError, match='layer_impl'):
     models.resolve_layer_impl('cudnn')
+
+
+def test_host_init_has_the_initialisers_distributions():
+  """init_variables (numpy) draws every kernel from its module's initialiser: the TF
+  reference's N(0, 2 / fan_out), with a depthwise kernel's fan_out k * k (TF's [k, k, C, 1]),
+  and the classifier's U(+-1 / sqrt(classes)); compared with flax's own init."""
+  arch = search_spaces.load_arch(
+      'r32_w1_sev3 stem_c16_hs ir_r1_k5_s2_e6_c64_se0.25_hs head_c256_hs_pool_c512_hs')
+  model = models.build_model(arch, num_classes=1000, depthwise_impl='grouped')
+  ours = models.init_variables(model, 0)['params']
+  flax_init = jax.jit(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False))
+  ref = flax_init(jax.random.key(0))['params']
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ours), jax.tree.leaves(ref)):
+    if a.size < 200:
+      continue  # Too few values for a standard deviation.
+    np.testing.assert_allclose(np.std(a), np.std(b), rtol=0.2,
+                               err_msg=jax.tree_util.keystr(path))
+  dw = ours['block0']['depthwise']['kernel']  # (5, 5, 1, 384)
+  assert abs(np.std(dw) - np.sqrt(2.0 / 25)) < 0.02
