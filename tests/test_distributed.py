@@ -3,11 +3,16 @@
 Each child process has 2 fake CPU devices (XLA_FLAGS in its own environment), so the
 2-process runs span 4 devices.
 """
+import json
 import os
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -23,37 +28,65 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def run_processes(code: str, n: int = 2, devices: int = 2, timeout: float = 300,
-                  args=()) -> list[str]:
-  """Runs `code` in n processes joined by jax.distributed; returns their outputs.
+def spawn(code: str, n: int = 2, devices: int = 2, args=(), env=None) -> list[subprocess.Popen]:
+  """Starts `code` in n processes that join one jax.distributed run on a free local port.
 
-  The code sees PROCESS_ID, NUM_PROCESSES and COORDINATOR in its environment. All children
-  are killed if one fails or the timeout passes.
+  The code sees COORDINATOR, NUM_PROCESSES and PROCESS_ID in its environment. Each process
+  leads its own session (killing it kills its children too); its output goes to `p.log`.
   """
   port = _free_port()
   procs = []
   for i in range(n):
-    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, PROCESS_ID=str(i),
-               NUM_PROCESSES=str(n), COORDINATOR=f'127.0.0.1:{port}',
-               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
-    procs.append(subprocess.Popen([sys.executable, '-c', code, *args], env=env, cwd=ROOT,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-  outs = []
+    penv = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, PROCESS_ID=str(i),
+                NUM_PROCESSES=str(n), COORDINATOR=f'127.0.0.1:{port}',
+                XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', **(env or {}))
+    log = tempfile.TemporaryFile('w+')
+    p = subprocess.Popen([sys.executable, '-c', code, *args], env=penv, cwd=ROOT, stdout=log,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    p.log = log
+    procs.append(p)
+  return procs
+
+
+def output(p) -> str:
+  p.log.seek(0)
+  return p.log.read()
+
+
+def kill(procs) -> None:
+  for p in procs:
+    if p.poll() is None:
+      os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+
+
+def run_processes(code: str, n: int = 2, devices: int = 2, timeout: float = 240,
+                  args=(), env=None) -> list[str]:
+  """Runs `code` in n processes joined by jax.distributed (see `spawn`); their outputs.
+
+  Each must exit with status 0; all are killed as soon as one fails or the timeout passes
+  (a failed process leaves the others waiting on it).
+  """
+  procs = spawn(code, n, devices, args, env)
+  deadline = time.time() + timeout
   try:
-    for p in procs:
-      outs.append(p.communicate(timeout=timeout)[0])
+    while time.time() < deadline and any(p.poll() is None for p in procs):
+      if any(p.poll() not in (None, 0) for p in procs):
+        break
+      time.sleep(0.2)
   finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-        p.wait()
+    kill(procs)
+  outs = [output(p) for p in procs]
   for i, p in enumerate(procs):
-    assert p.returncode == 0, f'process {i} failed:\n' + '\n'.join(o[-3000:] for o in outs)
+    assert p.returncode == 0, f'process {i} failed ({p.returncode}):\n' + '\n'.join(
+        o[-3000:] for o in outs)
   return outs
 
 
 _INIT = textwrap.dedent('''
-  import os, sys
+  import os, sys, traceback
+  # Exit at once on an error: at exit jax.distributed would wait for the other processes.
+  sys.excepthook = lambda *e: (traceback.print_exception(*e), sys.stdout.flush(), os._exit(1))
   import jax, numpy as np
   from mnas import distributed
   assert distributed.initialize(os.environ['COORDINATOR'], int(os.environ['NUM_PROCESSES']),
@@ -127,3 +160,103 @@ def test_requested_reads_flags_and_cluster_environment():
   assert not distributed.requested(environ={'TPU_WORKER_HOSTNAMES': 'localhost'})
   assert distributed.requested('10.0.0.1:1234', 2, 0, environ={})
   assert not distributed.requested(num_processes=1, environ={})
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidate-parallel search.
+
+_SEARCH = _INIT + textwrap.dedent('''
+  import json, time
+  sys.path.insert(0, 'tests')
+  import test_search as ts
+  from mnas import search
+  out_dir, workdir = sys.argv[1], sys.argv[2]
+
+  def train(arch):  # Records which process trained what; deterministic results.
+    with open(f'{out_dir}/calls{pid}.txt', 'a') as f:
+      f.write(arch.id + '\\n')
+    time.sleep(float(os.environ.get('SLEEP', '0')))
+    return ts.fake_train(arch)
+
+  out = search.run(ts.config('reinforce', steps=3, per_step=4), workdir, train_fn=train,
+                   predictor=ts.MacsPredictor())
+  print('SEARCH_OK', json.dumps(out, default=str))
+''')
+
+
+def _store_rows(workdir):
+  with sqlite3.connect(os.path.join(workdir, 'results.sqlite')) as db:
+    return db.execute('SELECT step, slot, arch_id, status, accuracy, reward FROM evaluations '
+                      'ORDER BY step, slot').fetchall()
+
+
+def _calls(out_dir):
+  calls = {}
+  for pid in (0, 1):
+    path = os.path.join(out_dir, f'calls{pid}.txt')
+    calls[pid] = open(path).read().split() if os.path.exists(path) else []
+  return calls
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  """The same search in one process: the store the 2-process one must reproduce."""
+  sys.path.insert(0, os.path.join(ROOT, 'tests'))
+  import test_search as ts
+  from mnas import search
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  search.run(ts.config('reinforce', steps=3, per_step=4), workdir, train_fn=ts.fake_train,
+             predictor=ts.MacsPredictor())
+  return _store_rows(workdir)
+
+
+def _check_store(rows, reference):
+  assert [(r[0], r[1]) for r in rows] == [(s, k) for s in range(3) for k in range(4)]  # Once each.
+  assert all(r[3] in ('done', 'failed', 'reused') for r in rows)
+  assert rows == reference  # Same samples, results, rewards: one consistent store.
+
+
+def test_two_process_search_evaluates_each_candidate_once(tmp_path, reference):
+  outs = run_processes(_SEARCH, args=[str(tmp_path), str(tmp_path / 'work')])
+  assert all('SEARCH_OK' in o for o in outs)
+  _check_store(_store_rows(tmp_path / 'work'), reference)
+  calls = _calls(tmp_path)
+  trained = calls[0] + calls[1]
+  assert calls[0] and calls[1], calls  # Both processes trained candidates ...
+  assert len(trained) == len(set(trained))  # ... and no architecture twice.
+  assert len(trained) == sum(r[3] != 'reused' for r in reference)
+  assert os.listdir(tmp_path / 'work') and not os.path.exists(tmp_path / 'work' / 'latency')
+
+
+def test_killed_search_loses_only_in_flight_candidates(tmp_path, reference):
+  """Kill the job (both processes) once process 1's results are in the store and some
+  candidates are in flight; the resumed 2-process run re-runs exactly those."""
+  workdir, args = tmp_path / 'work', [str(tmp_path), str(tmp_path / 'work')]
+  procs = spawn(_SEARCH, args=args, env={'SLEEP': '1.5'})
+  try:
+    deadline, before = time.time() + 200, []
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+      if os.path.exists(workdir / 'results.sqlite'):
+        before = _store_rows(workdir)
+        remote = set(_calls(tmp_path)[1])
+        if any(r[2] in remote and r[3] == 'done' for r in before) and any(
+            r[3] == 'running' for r in before):
+          break
+      time.sleep(0.2)
+    assert all(p.poll() is None for p in procs), 'the search ended before it could be killed'
+  finally:
+    kill(procs)
+  before = _store_rows(workdir)
+  finished = {r[2] for r in before if r[3] in ('done', 'failed')}
+  in_flight = {r[2] for r in before if r[3] == 'running'}
+  assert finished and in_flight
+  for pid in (0, 1):
+    os.rename(tmp_path / f'calls{pid}.txt', tmp_path / f'before{pid}.txt')
+  run_processes(_SEARCH, args=args)
+  after = _store_rows(workdir)
+  _check_store(after, reference)
+  for r in before:  # Finished rows are kept as they were.
+    if r[3] != 'running':
+      assert r in after
+  retrained = set(_calls(tmp_path)[0] + _calls(tmp_path)[1])
+  assert in_flight <= retrained and not finished & retrained
