@@ -150,6 +150,42 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
                                  err_msg=f'process {pid}')
 
 
+_TRAIN_LOOP = _INIT + textwrap.dedent('''
+  import json
+  sys.path.insert(0, 'tests')
+  import test_train as tt
+  from mnas import train
+  workdir, data_dir, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+  cfg = tt._config(data_dir, arch=tt.SMALL, num_train_steps=steps, checkpoint_every_steps=2,
+                   eval_split='validation')
+  result = train.train_and_evaluate(cfg, workdir)
+  print('RESULT', json.dumps(dict(steps=result.steps, start=result.start_step,
+                                  acc=result.val_accuracy, loss=result.train_losses)))
+''')
+
+
+def _result(out):
+  return json.loads(out.split('RESULT ')[1].splitlines()[0])
+
+
+def test_two_process_training_loop_writes_once_and_resumes(tmp_path):
+  """train_and_evaluate over 2 processes: process 0 writes summaries and result.json, orbax
+  writes one checkpoint per step for both, and a second run resumes from it."""
+  from mnas import data
+  workdir, data_dir = tmp_path / 'work', str(tmp_path / 'data')
+  data.dataset_info('mnas_shapes/tiny', data_dir)
+  outs = run_processes(_TRAIN_LOOP, args=[str(workdir), data_dir, '2'], devices=1)
+  first = [_result(o) for o in outs]
+  assert first[0] == first[1] and first[0]['steps'] == 2  # Same global model on both.
+  assert len([f for f in os.listdir(workdir) if f.startswith('events.out')]) == 1
+  assert json.load(open(workdir / 'result.json'))['steps'] == 2
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2']
+  outs = run_processes(_TRAIN_LOOP, args=[str(workdir), data_dir, '4'], devices=1)
+  second = [_result(o) for o in outs]
+  assert second[0] == second[1] and second[0]['start'] == 2 and second[0]['steps'] == 4
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
+
+
 def test_requested_reads_flags_and_cluster_environment():
   from mnas import distributed
   assert not distributed.requested(environ={})
@@ -260,3 +296,35 @@ def test_killed_search_loses_only_in_flight_candidates(tmp_path, reference):
       assert r in after
   retrained = set(_calls(tmp_path)[0] + _calls(tmp_path)[1])
   assert in_flight <= retrained and not finished & retrained
+
+
+_LAUNCH = textwrap.dedent('''
+  import os, runpy, sys
+  sys.argv = ['launch.py'] + sys.argv[1:] + [
+      '--coordinator_address=' + os.environ['COORDINATOR'],
+      '--num_processes=' + os.environ['NUM_PROCESSES'], '--process_id=' + os.environ['PROCESS_ID']]
+  runpy.run_path('launch.py', run_name='__main__')
+''')
+
+
+def test_two_process_quickstart_search_through_launch(tmp_path):
+  """launch.py search on the quickstart setting (real proxy training, tiny budget)."""
+  workdir, data_dir = tmp_path / 'work', tmp_path / 'data'
+  from mnas import data
+  data.dataset_info('mnas_shapes/tiny', str(data_dir))  # Generated once, before both start.
+  overrides = [
+      'search', '--config=experiments/quickstart.py', f'--workdir={workdir}',
+      f'--config.train.data_dir={data_dir}', '--config.num_steps=1',
+      '--config.candidates_per_step=4', '--config.train.dataset=mnas_shapes/tiny',
+      '--config.train.num_train_steps=3', '--config.train.batch_size=16',
+      '--config.train.data_threads=1', '--config.latency.calibration_archs=0',
+      '--config.latency.repeats=3', '--config.latency.warmup=1',
+      '--config.latency.min_seconds=0.0', '--config.hparams_per_candidate=False']
+  outs = run_processes(_LAUNCH, args=overrides, devices=1, timeout=400)
+  assert 'process 1: trained' in outs[1] and 'candidates evaluated' in outs[0], outs[0][-2000:]
+  with sqlite3.connect(workdir / 'results.sqlite') as db:
+    rows = db.execute('SELECT step, slot, status, accuracy FROM evaluations').fetchall()
+  assert sorted((s, k) for s, k, *_ in rows) == [(0, k) for k in range(4)]
+  assert all(st in ('done', 'reused') and acc is not None for _, _, st, acc in rows), rows
+  assert int(outs[1].split('process 1: trained ')[1].split()[0]) >= 1
+  assert os.path.exists(workdir / 'best_arch.json') and os.path.isdir(workdir / 'controller' / '1')
