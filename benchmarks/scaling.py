@@ -10,7 +10,8 @@ device pinned to its own core (`--pin`: a group's hardware stays fixed as P grow
 cluster). Every run is the same search (same seed: same candidates). Prints, per P: the
 candidates evaluated, those trained (the rest are reused duplicates), the wall seconds of
 the command, the seconds from the first candidate's start to the last one's end in the
-results store, candidates per minute (over the latter) and the speed-up over P = 1.
+results store, candidates per minute (over the latter), the speed-up over P = 1, the mean
+seconds of one training and the mean number of candidates in flight.
 
 Expected shape: a step's candidates that need training are dealt round-robin to the P
 groups, so a step takes about ceil(C_train / P) candidate trainings, plus process 0's
@@ -71,13 +72,15 @@ def run_search(p: int, workdir: str, flags: list[str], pin: bool, timeout: float
   return time.time() - t0
 
 
-def store_stats(workdir: str) -> tuple[int, int, float]:
-  """(candidates evaluated, candidates trained, seconds from first start to last finish)."""
+def store_stats(workdir: str) -> tuple[int, int, float, float]:
+  """(candidates evaluated, trained, seconds from first start to last finish, training
+  seconds summed over the trained candidates)."""
   with sqlite3.connect(os.path.join(workdir, 'results.sqlite')) as db:
-    n, trained, t0, t1 = db.execute(
-        "SELECT COUNT(*), SUM(status IN ('done', 'failed')), MIN(started), MAX(finished) "
+    n, trained, t0, t1, busy = db.execute(
+        "SELECT COUNT(*), SUM(status IN ('done', 'failed')), MIN(started), MAX(finished), "
+        "SUM(CASE WHEN status IN ('done', 'failed') THEN train_seconds ELSE 0 END) "
         "FROM evaluations WHERE status != 'running'").fetchone()
-  return n, trained, t1 - t0
+  return n, trained, t1 - t0, busy
 
 
 def main():
@@ -106,15 +109,18 @@ def main():
     if os.path.exists(workdir):
       raise SystemExit(f'{workdir} exists: use a fresh --workdir (a search there would resume)')
     wall = run_search(p, workdir, flags, bool(args.pin), args.timeout)
-    n, trained, span = store_stats(workdir)
-    rows.append((p, n, trained, wall, span, 60.0 * n / span))
+    n, trained, span, busy = store_stats(workdir)
+    rows.append((p, n, trained, wall, span, 60.0 * n / span, busy / trained, busy / span))
     print(f'P={p}: {n} candidates ({trained} trained) in {span:.1f} s of search, '
           f'{wall:.1f} s wall', flush=True)
   base = rows[0][5]
+  # s/train: mean seconds of one candidate's training (grows when the groups share CPUs);
+  # in flight: training seconds / search seconds, the mean number of candidates training.
   print(f'\n{"processes":>9} {"candidates":>10} {"trained":>7} {"wall_s":>7} {"search_s":>8} '
-        f'{"cand/min":>8} {"speed-up":>8}')
-  for p, n, trained, wall, span, rate in rows:
-    print(f'{p:9d} {n:10d} {trained:7d} {wall:7.1f} {span:8.1f} {rate:8.2f} {rate / base:8.2f}')
+        f'{"cand/min":>8} {"speed-up":>8} {"s/train":>7} {"in flight":>9}')
+  for p, n, trained, wall, span, rate, per, flight in rows:
+    print(f'{p:9d} {n:10d} {trained:7d} {wall:7.1f} {span:8.1f} {rate:8.2f} {rate / base:8.2f} '
+          f'{per:7.1f} {flight:9.2f}')
 
 
 if __name__ == '__main__':

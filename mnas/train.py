@@ -1,9 +1,14 @@
 """Training: the proxy task of the search and the final models.
 
 Pure functions over an explicit `TrainState`; the data-parallel part lives in one place,
-`parallelize` (a `jax.pmap` over the local devices, axis name `AXIS`), which wraps the
+`parallelize` (a `jax.pmap` over a group of devices, axis name `AXIS`), which wraps the
 per-replica steps `train_step` / `eval_step`. Moving to `shard_map` means changing that
-one function.
+one function. The group is all devices of all processes by default (multi-process
+data-parallel training: each process feeds its local devices with its own shard of the
+data, gradients and batch-norm statistics are averaged over every device; see
+mnas/distributed.py), or one process's devices (a candidate of a candidate-parallel search).
+Only process 0 writes summaries and result.json; all processes take part in orbax's
+multi-process checkpoints (the data iterator's position is the same on every process).
 
 The recipe follows MnasNet (Tan et al. 2019, section 5 and the TPU reference code
 `tensorflow/tpu/models/official/mnasnet`) and MobileNetV3 (Howard et al. 2019, section 6.1):
