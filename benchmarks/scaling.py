@@ -2,6 +2,7 @@ r"""Candidate-parallel search: candidates evaluated per minute with 1, 2, ... pr
 
   nice -n 10 python benchmarks/scaling.py [--processes 1,2] [--num_steps 2]
       [--candidates_per_step 4] [--train_steps 60] [--workdir /tmp/mnas_scaling]
+  python benchmarks/scaling.py --sleep 4 --processes 1,2,3,4 --num_steps 3 --pin 0
 
 Runs `launch.py search` on the quickstart setting (experiments/quickstart.py: tiny space at
 32x32, embedded dataset, on-demand xla-cpu latency table) as P processes on localhost,
@@ -11,7 +12,9 @@ cluster). Every run is the same search (same seed: same candidates). Prints, per
 candidates evaluated, those trained (the rest are reused duplicates), the wall seconds of
 the command, the seconds from the first candidate's start to the last one's end in the
 results store, candidates per minute (over the latter), the speed-up over P = 1, the mean
-seconds of one training and the mean number of candidates in flight.
+seconds of one training and the mean number of candidates in flight. With `--sleep S` the
+proxy task is a stand-in that sleeps S seconds (and latency is predicted from MACs): the
+shape of the curve for more groups than this machine has cores.
 
 Expected shape: a step's candidates that need training are dealt round-robin to the P
 groups, so a step takes about ceil(C_train / P) candidate trainings, plus process 0's
@@ -42,14 +45,42 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def run_search(p: int, workdir: str, flags: list[str], pin: bool, timeout: float) -> float:
+# `--sleep S`: launch.py search with a stand-in proxy task that sleeps S seconds per candidate
+# (a group of fixed speed, whatever the load of this machine) and a MACs-based latency
+# predictor: isolates the search's own scaling (dealing, gathering, the sequential part).
+_SLEEPING = """
+import hashlib, runpy, sys, time, types
+from mnas import counting, latency, search
+seconds = float(sys.argv.pop(1))
+
+def make_train_fn(config, workdir):
+  def train_fn(arch):
+    time.sleep(seconds)
+    acc = 0.5 + int(hashlib.md5(arch.id.encode()).hexdigest(), 16) % 400 / 1000
+    return types.SimpleNamespace(status='done', reason=None, val_accuracy=acc)
+  return train_fn
+
+class MacsPredictor:
+  def predict_batch(self, archs):
+    return [counting.count(a, 10)['macs'] / 2e7 for a in archs]
+
+search.make_train_fn = make_train_fn
+latency.predictor_for_search = lambda *args, **kwargs: MacsPredictor()
+sys.argv = ['launch.py'] + sys.argv[1:]
+runpy.run_path('launch.py', run_name='__main__')
+"""
+
+
+def run_search(p: int, workdir: str, flags: list[str], pin: bool, timeout: float,
+               sleep: float = 0.0) -> float:
   """Runs the search as p processes; returns the wall seconds of the slowest."""
   port = _free_port()
   cores = sorted(os.sched_getaffinity(0))
   procs = []
   t0 = time.time()
   for i in range(p):
-    cmd = [sys.executable, os.path.join(ROOT, 'launch.py'), 'search',
+    prog = ['-c', _SLEEPING, str(sleep)] if sleep else [os.path.join(ROOT, 'launch.py')]
+    cmd = [sys.executable, *prog, 'search',
            f'--config={os.path.join(ROOT, "experiments", "quickstart.py")}',
            f'--workdir={workdir}'] + flags
     if p > 1:
@@ -58,7 +89,7 @@ def run_search(p: int, workdir: str, flags: list[str], pin: bool, timeout: float
     env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
     core = {cores[i % len(cores)]}
     procs.append(subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(f'{workdir}.{i}.log', 'w'),
+        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(f'{workdir}.{i}.log', 'w'),
         preexec_fn=(lambda c=core: os.sched_setaffinity(0, c)) if pin else None))
   try:
     for proc in procs:
@@ -89,6 +120,8 @@ def main():
   ap.add_argument('--num_steps', type=int, default=2)
   ap.add_argument('--candidates_per_step', type=int, default=4)
   ap.add_argument('--train_steps', type=int, default=60)
+  ap.add_argument('--sleep', type=float, default=0.0,
+                  help='> 0: candidates "train" by sleeping this many seconds (see _SLEEPING).')
   ap.add_argument('--pin', type=int, default=1, help='Pin process i to core i (mod cores).')
   ap.add_argument('--timeout', type=float, default=1800)
   ap.add_argument('--workdir', default='/tmp/mnas_scaling')
@@ -108,7 +141,7 @@ def main():
     workdir = os.path.join(args.workdir, f'p{p}')
     if os.path.exists(workdir):
       raise SystemExit(f'{workdir} exists: use a fresh --workdir (a search there would resume)')
-    wall = run_search(p, workdir, flags, bool(args.pin), args.timeout)
+    wall = run_search(p, workdir, flags, bool(args.pin), args.timeout, args.sleep)
     n, trained, span, busy = store_stats(workdir)
     rows.append((p, n, trained, wall, span, 60.0 * n / span, busy / trained, busy / span))
     print(f'P={p}: {n} candidates ({trained} trained) in {span:.1f} s of search, '
