@@ -15,7 +15,7 @@ collective (`lax.pmean`, `lax.psum`) spans all of them. Two ways mnas uses it:
     store (`kv_set` / `kv_get`).
 
 When to initialise: `requested` says whether the flags or the environment ask for several
-processes (explicit flags; JAX's JAX_COORDINATOR_ADDRESS; a SLURM step with SLURM_NTASKS > 1;
+processes (explicit flags; JAX's JAX_COORDINATOR_ADDRESS; an srun step of several tasks;
 TPU_WORKER_HOSTNAMES / TPU_PROCESS_ADDRESSES listing several hosts of a TPU pod slice). A
 plain single-process run never initialises anything. Missing arguments are autodetected by
 `jax.distributed.initialize` itself (SLURM, Cloud TPU, Open MPI, Kubernetes).
@@ -45,7 +45,9 @@ def requested(coordinator_address: str | None = None, num_processes: int | None 
     return True
   if environ.get('JAX_COORDINATOR_ADDRESS'):
     return True
-  if 'SLURM_JOB_ID' in environ and int(environ.get('SLURM_NTASKS', '1') or 1) > 1:
+  # A SLURM job step (srun) of several tasks; not a plain `python` inside an allocation.
+  tasks = environ.get('SLURM_STEP_NUM_TASKS') or environ.get('SLURM_NTASKS') or '1'
+  if 'SLURM_STEP_NODELIST' in environ and 'SLURM_PROCID' in environ and int(tasks) > 1:
     return True
   return (_several(environ.get('TPU_WORKER_HOSTNAMES'))
           or _several(environ.get('TPU_PROCESS_ADDRESSES')))

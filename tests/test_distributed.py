@@ -189,8 +189,11 @@ def test_two_process_training_loop_writes_once_and_resumes(tmp_path):
 def test_requested_reads_flags_and_cluster_environment():
   from mnas import distributed
   assert not distributed.requested(environ={})
-  assert not distributed.requested(environ={'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '1'})
-  assert distributed.requested(environ={'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '16'})
+  step = {'SLURM_JOB_ID': '7', 'SLURM_STEP_NODELIST': 'node[1-2]', 'SLURM_PROCID': '3'}
+  assert distributed.requested(environ=dict(step, SLURM_NTASKS='16', SLURM_STEP_NUM_TASKS='16'))
+  assert not distributed.requested(environ=dict(step, SLURM_NTASKS='16', SLURM_STEP_NUM_TASKS='1'))
+  # `python launch.py ...` inside a 16-task allocation, not under srun: one process.
+  assert not distributed.requested(environ={'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '16'})
   assert distributed.requested(environ={'JAX_COORDINATOR_ADDRESS': '10.0.0.1:1234'})
   assert distributed.requested(environ={'TPU_WORKER_HOSTNAMES': 'w0,w1,w2,w3'})
   assert not distributed.requested(environ={'TPU_WORKER_HOSTNAMES': 'localhost'})
