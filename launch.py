@@ -7,6 +7,10 @@ r"""mnas command line.
   python launch.py report   --workdir DIR
 
 Configs are ml_collections files; any field can be overridden (`--config.lr=0.1`).
+
+Several processes (a SLURM job, a Cloud TPU pod, or by hand): the same command in every
+process, with --coordinator_address/--num_processes/--process_id or the cluster's environment
+(see mnas/distributed.py and the README's "Scaling out").
 """
 
 from __future__ import annotations
@@ -22,6 +26,12 @@ flags.DEFINE_float('width_multiplier', None, 'Override the width multiplier (alp
 flags.DEFINE_integer('resolution', None, 'Override the input resolution.')
 flags.DEFINE_integer('num_classes', 1000, 'Classifier width for `describe`.')
 flags.DEFINE_string('workdir', None, 'Where checkpoints, summaries and results go.')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (jax.distributed); '
+                    'default: JAX_COORDINATOR_ADDRESS, or detected (SLURM, Cloud TPU).')
+flags.DEFINE_integer('num_processes', None, 'Processes of a multi-process run (default: detected).')
+flags.DEFINE_integer('process_id', None, 'This process\'s index in [0, num_processes).')
+flags.DEFINE_bool('distributed', False, 'Initialise jax.distributed even if nothing in the '
+                  'environment asks for it (arguments detected by JAX, e.g. on a TPU pod).')
 config_flags.DEFINE_config_file('config', None, 'An ml_collections config file.', lock_config=True)
 FLAGS = flags.FLAGS
 
@@ -73,6 +83,9 @@ def search(argv) -> None:
   print(f'TensorBoard: tensorboard --logdir {FLAGS.workdir}/tensorboard --host 127.0.0.1',
         flush=True)
   summary = lib.run(FLAGS.config, FLAGS.workdir)
+  if 'trained' in summary:  # A process > 0 of a candidate-parallel search: process 0 reports.
+    print(f'process {summary["process"]}: trained {summary["trained"]} candidates')
+    return
   lib.report(FLAGS.workdir)
   print(f'\n{summary["evaluations"]} candidates evaluated. Inspect the search with:\n'
         f'  tensorboard --logdir {FLAGS.workdir}/tensorboard --host 127.0.0.1\n'
@@ -101,8 +114,11 @@ COMMANDS = {'describe': describe, 'train': train, 'search': search, 'report': re
 def main(argv) -> None:
   if len(argv) < 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f'usage: launch.py COMMAND [flags]; COMMAND one of {sorted(COMMANDS)}')
+  from mnas import distributed
   from mnas.space import SpaceError
   logging.set_verbosity(logging.INFO)
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                         force=FLAGS.distributed)
   try:
     COMMANDS[argv[1]](argv)
   except SpaceError as e:  # Bad input: a clear message, not a traceback.

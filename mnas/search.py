@@ -14,14 +14,27 @@ Resume: killing the process at any moment and running the same command continues
 last controller checkpoint; the step's samples are drawn again from the same RNG, finished
 candidates of that step are read back from the store (neither lost nor duplicated) and the
 ones that were in flight are trained again.
+
+Candidate-parallel search (several processes joined by `jax.distributed`, see
+`mnas.distributed`): every process runs `run` with the same config. Process 0 samples,
+predicts latencies, owns the store, the controller, its checkpoints and the summaries; the
+candidates of a step that need training are dealt round-robin to the P processes, which
+train them on their own local devices (`parallel_evaluate`, `serve_candidates`). The plan
+and the results travel through the coordinator's key-value store; process 0 records every
+result in the store as soon as it arrives, so if any process dies only the candidates in
+flight are lost, and the usual resume re-runs exactly those. Throughput scales with P
+(candidates per step / P trainings per process), the controller update stays sequential.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import itertools
 import json
 import os
 import time
+import types
 from typing import Any
 
 import jax
@@ -30,7 +43,7 @@ import numpy as np
 from absl import logging
 
 import search_spaces
-from mnas import counting, rewards, store as store_lib
+from mnas import counting, distributed, rewards, store as store_lib
 from mnas.controllers import make_controller
 
 
@@ -58,21 +71,27 @@ class ControllerCheckpoints:
   def __init__(self, directory: str, keep: int = 3):
     import orbax.checkpoint as ocp
     self._ocp = ocp
-    self.manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    if jax.process_count() > 1:  # Only process 0 holds the controller: no cross-process
+      os.makedirs(directory, exist_ok=True)  # barriers (orbax then wants the directory made).
+      options.create = False
+      options.multiprocessing_options = ocp.options.MultiprocessingOptions(
+          primary_host=jax.process_index(), active_processes={jax.process_index()})
+    self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    # With several processes orbax refuses process-local jax.Arrays: save host copies.
+    self._host = jax.device_get if jax.process_count() > 1 else (lambda tree: tree)
 
   def restore(self, template: dict) -> dict | None:
     ocp = self._ocp
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        return self.manager.restore(step, args=ocp.args.StandardRestore(template))
+        return self.manager.restore(step, args=ocp.args.StandardRestore(self._host(template)))
       except Exception as e:  # A partial checkpoint: fall back to the previous one.
         logging.warning('controller checkpoint %d unreadable (%s); trying an older one', step, e)
     return None
 
   def save(self, step: int, payload: dict) -> None:
-    self.manager.save(step, args=self._ocp.args.StandardSave(payload))
+    self.manager.save(step, args=self._ocp.args.StandardSave(self._host(payload)))
     self.manager.wait_until_finished()
 
 
@@ -116,26 +135,112 @@ def _evaluate(cand: Candidate, config, store, step, reward_fn, train_fn) -> Cand
 
 
 def make_train_fn(config: ml_collections.ConfigDict, workdir: str):
-  """The proxy task: `arch -> TrainResult` (mnas.train.train_candidate)."""
+  """The proxy task: `arch -> TrainResult` (mnas.train.train_candidate).
+
+  A candidate trains on this process's devices only, whatever the number of processes.
+  """
   from mnas import train as train_lib
   def train_fn(arch):
     return train_lib.train_candidate(arch, config.train, workdir=None,
                                      budget_steps=config.train.get('budget_steps'),
                                      budget_epochs=config.train.get('budget_epochs'),
-                                     seed=config.seed)
+                                     seed=config.seed, devices=jax.local_devices())
   return train_fn
+
+
+def _decode(space, config, indices):
+  arch = space.decode(np.asarray(indices))
+  if config.get('resolution'):  # E.g. a CPU-sized run of a 224x224 space.
+    arch = arch.replace(resolution=config.resolution)
+  return arch
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidate-parallel evaluation over processes.
+
+
+def _needs_training(cand: Candidate, config, store, step) -> bool:
+  """Whether `_evaluate` would train `cand` (not finished earlier, seen, or skipped)."""
+  earlier = store.slot(step, cand.slot)
+  limit = config.get('max_latency_ms')
+  return (not (earlier and earlier['status'] != 'running') and store.lookup(cand.arch.id) is None
+          and not (limit and cand.latency_ms > limit))
+
+
+def _remote_train_fn(step: int, slot: int):
+  """A train_fn that waits for the result another process publishes for (step, slot)."""
+  def train_fn(arch):
+    del arch  # Trained by the process the slot was dealt to (`serve_candidates`).
+    return types.SimpleNamespace(**json.loads(distributed.kv_get(f'search/result/{step}/{slot}')))
+  return train_fn
+
+
+def parallel_evaluate(cands, config, store, step, reward_fn, train_fn, plan_id: int) -> None:
+  """Process 0: trains the step's candidates on all processes, recording each as it finishes.
+
+  The candidates `_evaluate` would train (first occurrence of each architecture) are dealt
+  round-robin to the processes; the plan goes to the key-value store under `plan_id`. One
+  thread per process records that process's candidates in order (its own Store connection),
+  so the 'running' rows are the candidates really in flight. Afterwards every candidate of
+  the step is in the store, and `_evaluate` reads them back (or resolves the rest).
+  """
+  todo, ids = [], set()
+  for c in cands:
+    if c.arch.id not in ids and _needs_training(c, config, store, step):
+      todo.append(c)
+      ids.add(c.arch.id)
+  groups = [todo[p::jax.process_count()] for p in range(jax.process_count())]
+  distributed.kv_set(f'search/plan/{plan_id}', json.dumps(
+      {'step': step, 'work': [[[c.slot, c.indices.tolist()] for c in g] for g in groups]}))
+
+  def record(p):
+    own = store_lib.Store(store.path)
+    try:
+      for c in groups[p]:
+        fn = train_fn if p == 0 else _remote_train_fn(step, c.slot)
+        _evaluate(c, config, own, step, reward_fn, fn)
+    finally:
+      own.close()
+
+  with concurrent.futures.ThreadPoolExecutor(len(groups)) as pool:
+    for f in [pool.submit(record, p) for p in range(len(groups))]:
+      f.result()
+
+
+def serve_candidates(config, space, train_fn) -> dict:
+  """Processes > 0: trains the candidates process 0 deals out until it says it is done."""
+  trained = 0
+  for plan_id in itertools.count():
+    plan = json.loads(distributed.kv_get(f'search/plan/{plan_id}'))
+    if plan is None:
+      break
+    for slot, indices in plan['work'][jax.process_index()]:
+      t0 = time.time()
+      try:
+        r = train_fn(_decode(space, config, indices))
+        out = dict(status=r.status, reason=r.reason, val_accuracy=r.val_accuracy)
+      except Exception as e:  # A crashed candidate is a failed candidate, as in `_evaluate`.
+        logging.exception('candidate of step %d slot %d crashed', plan['step'], slot)
+        out = dict(status='failed', reason=f'{type(e).__name__}: {e}', val_accuracy=None)
+      logging.info('step %d slot %d: %s in %.1fs', plan['step'] + 1, slot, out['status'],
+                   time.time() - t0)
+      distributed.kv_set(f'search/result/{plan["step"]}/{slot}', json.dumps(out))
+      trained += 1
+  return {'process': jax.process_index(), 'trained': trained}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, train_fn=None,
         predictor=None) -> dict:
   """Runs (or resumes) a search; returns a summary with the best candidate."""
   from mnas import summaries
-  os.makedirs(workdir, exist_ok=True)
   space = search_spaces.get_space(config.space)
+  train_fn = train_fn or make_train_fn(config, workdir)
+  if not distributed.is_main():  # Candidate-parallel: only process 0 writes to the workdir.
+    return serve_candidates(config, space, train_fn)
+  os.makedirs(workdir, exist_ok=True)
   if predictor is None:
     from mnas import latency
     predictor = latency.predictor_for_search(config.latency, space, os.path.join(workdir, 'latency'))
-  train_fn = train_fn or make_train_fn(config, workdir)
   reward_fn = make_reward_fn(config)
   controller = make_controller(config.controller, space.num_options,
                                **dict(config.get('controller_kwargs', {})))
@@ -152,15 +257,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, train_fn=None,
                  start, store.count())
   writer = summaries.SearchWriter(os.path.join(workdir, 'tensorboard'), space, config)
   max_seconds, t_start = float(config.get('max_seconds') or 0.0), time.time()
+  end = start
   for step in range(start, config.num_steps):
     t0 = time.time()
     idx = np.asarray(controller.sample(state, jax.random.fold_in(rng, step),
                                        config.candidates_per_step), np.int32)
-    archs = [space.decode(i) for i in idx]
-    if config.get('resolution'):  # E.g. a CPU-sized run of a 224x224 space.
-      archs = [a.replace(resolution=config.resolution) for a in archs]
+    archs = [_decode(space, config, i) for i in idx]
     lat = np.asarray(predictor.predict_batch(archs), np.float64)
     cands = [Candidate(s, idx[s], archs[s], float(lat[s])) for s in range(len(archs))]
+    if jax.process_count() > 1:
+      parallel_evaluate(cands, config, store, step, reward_fn, train_fn, step - start)
     for c in cands:
       _evaluate(c, config, store, step, reward_fn, train_fn)
       logging.info('step %d/%d slot %d %s: %s acc=%s lat=%.2fms reward=%.4f %s', step + 1,
@@ -173,10 +279,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, train_fn=None,
     ckpts.save(step + 1, {'state': state, 'step': np.int64(step + 1)})
     writer.write_step(step + 1, cands, metrics, controller.probabilities(state), store,
                       seconds=time.time() - t0)
-    if max_seconds and time.time() - t_start > max_seconds and step + 1 < config.num_steps:
+    end = step + 1
+    if max_seconds and time.time() - t_start > max_seconds and end < config.num_steps:
       logging.warning('search: max_seconds %g reached after step %d of %d; run again to resume',
-                      max_seconds, step + 1, config.num_steps)
+                      max_seconds, end, config.num_steps)
       break
+  if jax.process_count() > 1:
+    distributed.kv_set(f'search/plan/{end - start}', 'null')  # Done: the plans' end.
   writer.close()
   best = best_rows(store, 1)
   summary = {'workdir': workdir, 'evaluations': len(store.finished()),

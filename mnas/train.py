@@ -1,9 +1,14 @@
 """Training: the proxy task of the search and the final models.
 
 Pure functions over an explicit `TrainState`; the data-parallel part lives in one place,
-`parallelize` (a `jax.pmap` over the local devices, axis name `AXIS`), which wraps the
+`parallelize` (a `jax.pmap` over a group of devices, axis name `AXIS`), which wraps the
 per-replica steps `train_step` / `eval_step`. Moving to `shard_map` means changing that
-one function.
+one function. The group is all devices of all processes by default (multi-process
+data-parallel training: each process feeds its local devices with its own shard of the
+data, gradients and batch-norm statistics are averaged over every device; see
+mnas/distributed.py), or one process's devices (a candidate of a candidate-parallel search).
+Only process 0 writes summaries and result.json; all processes take part in orbax's
+multi-process checkpoints (the data iterator's position is the same on every process).
 
 The recipe follows MnasNet (Tan et al. 2019, section 5 and the TPU reference code
 `tensorflow/tpu/models/official/mnasnet`) and MobileNetV3 (Howard et al. 2019, section 6.1):
@@ -308,12 +313,36 @@ def parallelize(per_replica: Callable, devices: Sequence[jax.Device], *, in_axes
   """The one data-parallel wrapper: pmap over `devices` with axis name AXIS.
 
   `in_axes` has one entry per argument: 0 for per-device (leading device axis), None for
-  broadcast. Outputs carry a leading device axis. With several processes the axis spans all
-  processes' devices (pmap's default), each process feeding its local ones.
+  broadcast. Outputs carry a leading device axis. When `devices` are the devices of several
+  processes (multi-process training: all of `jax.devices()`), the axis spans them all and
+  each process feeds its local ones (pmap with devices=None); when they are this process's
+  own (single-process runs, a candidate of a candidate-parallel search), it spans just those.
   """
   return jax.pmap(per_replica, axis_name=AXIS, in_axes=in_axes,
-                  devices=list(devices) if jax.process_count() == 1 else None,
+                  devices=None if spans_processes(devices) else list(devices),
                   donate_argnums=donate_argnums)
+
+
+def spans_processes(devices: Sequence[jax.Device]) -> bool:
+  """Whether `devices` belong to several processes (then they must be all of jax.devices())."""
+  if len({d.process_index for d in devices}) == 1:
+    return False
+  if sorted(d.id for d in devices) != sorted(d.id for d in jax.devices()):
+    raise ValueError('a data-parallel group spanning processes must hold all of jax.devices()')
+  return True
+
+
+def local_devices(devices: Sequence[jax.Device]) -> list[jax.Device]:
+  """This process's share of `devices` (what it feeds with its shard of the batch)."""
+  return [d for d in devices if d.process_index == jax.process_index()]
+
+
+def _shard_options(devices: Sequence[jax.Device]):
+  """Each process reads its own shard of the data iff the group spans processes."""
+  import grain
+  if spans_processes(devices):
+    return grain.sharding.ShardByJaxProcess(drop_remainder=True)
+  return grain.sharding.NoSharding()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,9 +377,13 @@ def _static_key(arch: Architecture, num_classes: int, config, devices) -> tuple:
 
 def make_steps(arch: Architecture, num_classes: int, config,
                devices: Sequence[jax.Device] | None = None) -> Steps:
-  """Model, optimiser and pmapped train/eval steps (memoised: no recompilation per call)."""
+  """Model, optimiser and pmapped train/eval steps (memoised: no recompilation per call).
+
+  `devices` (default: all of `jax.devices()`, i.e. of every process) form the data-parallel
+  group; see `parallelize`.
+  """
   from mnas import models
-  devices = tuple(devices or jax.local_devices())
+  devices = tuple(devices or jax.devices())
   key = _static_key(arch, num_classes, config, devices)
   with _STEPS_LOCK:
     if key in _STEPS_CACHE:
@@ -470,7 +503,8 @@ def _evaluate(steps: Steps, state, config, kind: str, seed: int, holdout) -> tup
   it = data.create_input_iterator(
       _cfg(config, 'dataset'), kind, batch_size=bs, image_size=steps.model.arch.resolution,
       data_dir=_cfg(config, 'data_dir'), seed=seed, holdout=holdout,
-      num_devices=len(steps.devices), num_threads=_cfg(config, 'data_threads'))
+      num_devices=len(local_devices(steps.devices)), shard_options=_shard_options(steps.devices),
+      num_threads=_cfg(config, 'data_threads'))
   totals = None
   try:
     for batch in it:
@@ -487,10 +521,12 @@ def _evaluate(steps: Steps, state, config, kind: str, seed: int, holdout) -> tup
 
 def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
          budget_steps: int | None, budget_epochs: float | None, eval_kind: str,
-         callbacks: Sequence[Callable[[int, dict], None]] = ()) -> TrainResult:
+         callbacks: Sequence[Callable[[int, dict], None]] = (),
+         devices: Sequence[jax.Device] | None = None) -> TrainResult:
   from mnas import data
   t_start = time.time()
-  devices = jax.local_devices()
+  devices = list(devices or jax.devices())  # The data-parallel group (see `parallelize`).
+  local = local_devices(devices)
   dataset, data_dir = _cfg(config, 'dataset'), _cfg(config, 'data_dir')
   holdout = config.get('holdout') if hasattr(config, 'get') else None
   holdout = data.default_holdout(dataset) if holdout is None else holdout
@@ -537,8 +573,8 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
     del host_state
     it = data.create_input_iterator(
         dataset, 'train', batch_size=batch_size, image_size=arch.resolution, data_dir=data_dir,
-        seed=seed, holdout=holdout, min_area=_cfg(config, 'min_area'), num_devices=len(devices),
-        num_threads=_cfg(config, 'data_threads'))
+        seed=seed, holdout=holdout, min_area=_cfg(config, 'min_area'), num_devices=len(local),
+        shard_options=_shard_options(devices), num_threads=_cfg(config, 'data_threads'))
     if data_state:
       it.set_state(data_state)
     log_every = max(1, int(_cfg(config, 'log_every_steps')))
@@ -640,7 +676,8 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
 def train_candidate(arch: Architecture, config, workdir: str | None = None, *,
                     budget_steps: int | None = None, budget_epochs: float | None = None,
                     seed: int = 0,
-                    callbacks: Sequence[Callable[[int, dict], None]] = ()) -> TrainResult:
+                    callbacks: Sequence[Callable[[int, dict], None]] = (),
+                    devices: Sequence[jax.Device] | None = None) -> TrainResult:
   """The proxy task: trains `arch` on 'train' minus the held-out validation split.
 
   Returns a `TrainResult` with the validation accuracy (top-1 of the EMA weights). The
@@ -650,10 +687,13 @@ def train_candidate(arch: Architecture, config, workdir: str | None = None, *,
   early and comes back with status 'failed' and the reason; it does not raise. (Batch norm
   keeps a blown-up network's loss finite, so a loss above config.divergence_loss counts too.) `callbacks`
   are called as cb(step, metrics) after every step (an exception stops the run).
-  Compiled steps are cached per (architecture, static config, devices).
+  Compiled steps are cached per (architecture, static config, devices). `devices` (default:
+  all of `jax.devices()`) is the data-parallel group; a candidate-parallel search passes
+  `jax.local_devices()` so that each process trains its own candidates.
   """
   return _run(arch, config, workdir, seed=seed, budget_steps=budget_steps,
-              budget_epochs=budget_epochs, eval_kind='validation', callbacks=callbacks)
+              budget_epochs=budget_epochs, eval_kind='validation', callbacks=callbacks,
+              devices=devices)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
