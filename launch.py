@@ -2,6 +2,7 @@ r"""mnas command line.
 
   python launch.py describe --arch mobilenet_v3_large [--width_multiplier 0.75] [--resolution 192]
   python launch.py search   --config experiments/quickstart.py --workdir /tmp/mnas
+  python launch.py search   --config experiments/v3_small_search.py:cpu --workdir DIR  # pipeline
   python launch.py train    --config experiments/train.py --workdir DIR [--config.arch=...]
   python launch.py latency build|validate|predict|export|import --config experiments/latency.py ...
   python launch.py report   --workdir DIR
@@ -59,6 +60,13 @@ def train(argv) -> None:
 def search(argv) -> None:
   from mnas import search as search_lib
   _needs('config'), _needs('workdir')
+  if 'pipeline' in FLAGS.config:  # Search -> NetAdapt -> train -> export -> compare.
+    from mnas import pipeline
+    print(f'TensorBoard: tensorboard --logdir {FLAGS.workdir} --host 127.0.0.1', flush=True)
+    out = pipeline.run(FLAGS.config, FLAGS.workdir)
+    print(f'\nPipeline stages done: {", ".join(out)} (in {FLAGS.workdir}/<stage>/). Inspect with:\n'
+          f'  tensorboard --logdir {FLAGS.workdir} --host 127.0.0.1')
+    return
   print(f'TensorBoard: tensorboard --logdir {FLAGS.workdir}/tensorboard --host 127.0.0.1',
         flush=True)
   summary = search_lib.run(FLAGS.config, FLAGS.workdir)

@@ -150,34 +150,59 @@ class Proposal:
                cut_ms=float(d['cut_ms']))
 
 
-def proposals(arch: Architecture, predict: Callable[[Architecture], float], delta_ms: float, *,
-              divisor: int = 8, min_width: int = 8) -> list[Proposal]:
-  """Every proposal of one NetAdapt iteration (MobileNetV3 section 4.2).
+def sites(arch: Architecture) -> list[tuple[str, tuple[int, ...], int]]:
+  """What one iteration may shrink: (kind, layers, current width) of every expansion layer
+  and every residual chain of `arch` (materialized)."""
+  out = [('expanded', (r['index'],), r['expanded']) for r in arch.describe_layers()
+         if r['type'] == 'ir' and r['expanded'] != r['cin']]
+  return out + [('bottleneck', c, _chain_width(arch, c)) for c in residual_chains(arch)]
 
-  For each expansion layer and each residual chain, the widths below the current one (in
-  steps of `divisor`, down to `min_width`) are tried in decreasing order; the first whose
-  predicted latency is at least `delta_ms` below the parent's is the proposal (the smallest
-  reduction that cuts delta). Widths that would change the network's structure (remove an
-  expansion conv, add or remove a residual) are passed over. `predict` maps an architecture
-  to milliseconds (e.g. `mnas.latency.Predictor.predict`).
+
+def proposals(arch: Architecture, predict: Callable[[Architecture], float], delta_ms: float, *,
+              divisor: int = 8, min_width: int = 8, limit: int = 0,
+              rng: np.random.Generator | None = None) -> list[Proposal]:
+  """The proposals of one NetAdapt iteration (MobileNetV3 section 4.2).
+
+  For each expansion layer and each residual chain (`sites`), the proposal is the largest
+  width below the current one (a multiple of `divisor`, >= `min_width`) whose predicted
+  latency is at least `delta_ms` below the parent's: the smallest reduction that cuts
+  delta. It is found by bisection over the widths (latency grows with width), so a site
+  costs O(log widths) predictions; the next larger width does not cut delta. Widths that
+  would change the network's structure (remove an expansion conv, add or remove a residual)
+  are passed over. `predict` maps an architecture to milliseconds (e.g.
+  `mnas.latency.Predictor.predict`). With `limit` > 0 the sites are visited in `rng`'s
+  random order until `limit` proposals are found: a uniformly random subset of the
+  proposals, at a fraction of the predictions (a CPU budget; the paper tries them all).
   """
   if delta_ms <= 0:
     raise ValueError(f'delta_ms={delta_ms} must be > 0')
   arch = materialize(arch)
   base, shape = float(predict(arch)), structure(arch)
-  sites = [('expanded', (r['index'],), r['expanded']) for r in arch.describe_layers()
-           if r['type'] == 'ir' and r['expanded'] != r['cin']]
-  sites += [('bottleneck', c, _chain_width(arch, c)) for c in residual_chains(arch)]
+  todo = sites(arch)
+  if limit > 0:
+    todo = [todo[j] for j in (rng or np.random.default_rng(0)).permutation(len(todo))]
   out = []
-  for kind, where, width in sites:
-    for w in range(width - divisor, min_width - 1, -divisor):
-      child = _with_width(arch, kind, where, w)
-      if structure(child) != shape:
-        continue
-      lat = float(predict(child))
-      if base - lat >= delta_ms:
-        out.append(Proposal(kind, tuple(where), width, w, child, lat, base - lat))
-        break
+  for kind, where, width in todo:
+    children = [c for c in (_with_width(arch, kind, where, w)
+                            for w in range(width - divisor, min_width - 1, -divisor))
+                if structure(c) == shape]  # Decreasing widths.
+    cut = lambda j: base - float(predict(children[j]))
+    if not children or cut(len(children) - 1) < delta_ms:
+      continue  # Not even the narrowest width cuts delta.
+    lo, hi = 0, len(children) - 1  # Invariant: children[hi] cuts delta.
+    while lo < hi:
+      mid = (lo + hi) // 2
+      if cut(mid) >= delta_ms:
+        hi = mid
+      else:
+        lo = mid + 1
+    child = children[hi]
+    after = child.stem.out if kind == 'bottleneck' and where[0] == STEM else (
+        child.layers[where[0]].expanded if kind == 'expanded' else child.layers[where[0]].out)
+    out.append(Proposal(kind, tuple(where), width, after, child, float(predict(child)),
+                        cut(hi)))
+    if 0 < limit <= len(out):
+      break
   return out
 
 
@@ -462,11 +487,9 @@ def _iteration(it: int, parent: dict, state: dict, config, workdir: str, predict
   if saved is None:  # Fixed before anything trains: a resumed iteration sees the same ones.
     props = proposals(parent_arch, predictor.predict, state['delta_ms'],
                       divisor=int(_cfg(config, 'divisor', 8)),
-                      min_width=int(_cfg(config, 'min_width', 8)))
-    k = int(_cfg(config, 'proposals_per_iteration', 0))
-    if 0 < k < len(props):  # A CPU budget: a seeded random subset (the paper tries all).
-      pick = np.random.default_rng([seed, it]).choice(len(props), k, replace=False)
-      props = [props[j] for j in sorted(pick)]
+                      min_width=int(_cfg(config, 'min_width', 8)),
+                      limit=int(_cfg(config, 'proposals_per_iteration', 0)),
+                      rng=np.random.default_rng([seed, it]))
     _write_json(path, [p.to_json() for p in props])
   else:
     props = [Proposal.from_json(p) for p in saved]

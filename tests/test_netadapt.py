@@ -69,10 +69,12 @@ def test_each_proposal_is_the_smallest_reduction_that_cuts_delta(arch):
     assert base - macs_ms(p.arch) >= delta - 1e-12, p.describe()
     assert p.cut_ms == pytest.approx(base - macs_ms(p.arch))
     assert p.after % 8 == 0 and p.after >= 8 and p.after < p.before
-    # The smallest reduction: one step of 8 less would not have cut delta.
-    if p.after + 8 < p.before:
-      bigger = netadapt._with_width(parent, p.kind, p.layers, p.after + 8)
-      assert base - macs_ms(bigger) < delta or netadapt.structure(bigger) != netadapt.structure(parent)
+    # The smallest reduction: the next larger width (of the same structure) does not cut delta.
+    for w in range(p.after + 8, p.before, 8):
+      bigger = netadapt._with_width(parent, p.kind, p.layers, w)
+      if netadapt.structure(bigger) == netadapt.structure(parent):
+        assert base - macs_ms(bigger) < delta, (p.describe(), w)
+        break
     crow = p.arch.describe_layers()
     assert [r['residual'] for r in crow] == [r['residual'] for r in prow]
     _check_chains(p.arch)
@@ -89,6 +91,25 @@ def test_each_proposal_is_the_smallest_reduction_that_cuts_delta(arch):
             i == nxt and f in ('cin', 'expanded', 'se')), (i, f)
       for i in members:
         assert crow[i]['cout'] == p.after
+
+
+def test_a_limited_iteration_is_a_random_subset_of_the_proposals():
+  arch = _references()[1]
+  delta = 0.01 * macs_ms(arch)
+  full = {(p.kind, p.layers): p for p in netadapt.proposals(arch, macs_ms, delta)}
+  calls = []
+  def counted(a):
+    calls.append(a)
+    return macs_ms(a)
+  picks = set()
+  for seed in range(3):
+    some = netadapt.proposals(arch, counted, delta, limit=3, rng=np.random.default_rng(seed))
+    assert len(some) == 3
+    for p in some:
+      assert full[(p.kind, p.layers)] == p
+    picks |= {(p.kind, p.layers) for p in some}
+  assert len(picks) > 3  # Different seeds, different subsets.
+  assert len(calls) < 3 * len(netadapt.sites(netadapt.materialize(arch))) * 8
 
 
 def test_proposals_refuse_a_nonpositive_delta():
