@@ -428,16 +428,19 @@ def run(seed_arch: Architecture, config, workdir: str, predictor, *, trainer=Non
     target = ratio * lat if ratio > 0 else float(_cfg(config, 'target_ms', 0.0))
     if not target > 0:
       raise ValueError('netadapt: set target_ms (> 0) or target_ratio (0 < ratio < 1)')
-    state = dict(seed=dict(arch=str(arch), latency_ms=lat), delta_ms=float(config.delta_ratio) * lat,
-                 target_ms=target, iterations=[])
+    # The seed trains as given (the same network and parameter tree as its materialized
+    # form, whose compiled steps a search in this process may already have cached).
+    state = dict(seed=dict(arch=str(arch), trained_as=str(seed_arch), latency_ms=lat),
+                 delta_ms=float(config.delta_ratio) * lat, target_ms=target, iterations=[])
     _write_json(state_path, state)
   delta, target = state['delta_ms'], state['target_ms']
   writer = summaries.NetAdaptWriter(os.path.join(workdir, 'tensorboard'))
   seed_dir = os.path.join(workdir, 'seed')
   from mnas.space import parse
   seed_net = parse(state['seed']['arch'])
+  trained_as = parse(state['seed'].get('trained_as', state['seed']['arch']))
   row = _train_row(store, 0, 0, seed_net, seed_dir,
-                   lambda: trainer.train(seed_net, seed_dir, int(config.seed_steps)), num_classes,
+                   lambda: trainer.train(trained_as, seed_dir, int(config.seed_steps)), num_classes,
                    dict(kind='seed', latency_ms=state['seed']['latency_ms']))
   if row['status'] != 'done':
     raise RuntimeError(f'netadapt: training the seed failed: {row["reason"]}')
