@@ -64,6 +64,8 @@ def search(argv) -> None:
     from mnas import pipeline
     print(f'TensorBoard: tensorboard --logdir {FLAGS.workdir} --host 127.0.0.1', flush=True)
     out = pipeline.run(FLAGS.config, FLAGS.workdir)
+    if out.get('compare', {}).get('table'):
+      print('\n' + out['compare']['table'])
     print(f'\nPipeline stages done: {", ".join(out)} (in {FLAGS.workdir}/<stage>/). Inspect with:\n'
           f'  tensorboard --logdir {FLAGS.workdir} --host 127.0.0.1')
     return

@@ -12,7 +12,8 @@ workdir/<stage>/; a stage that finished wrote workdir/<stage>/done.json and is s
 an interrupted one resumes (the search and NetAdapt from their results stores, training from
 its checkpoints), so running the same command again continues where it stopped. All stages
 share one latency table (workdir/latency/). `tensorboard --logdir workdir` shows every stage;
-the comparison table is also printed, in workdir/compare/table.md and in TensorBoard.
+the comparison table is in workdir/compare/table.md, in TensorBoard and in the compare
+stage's summary (`launch.py search` prints it).
 """
 
 from __future__ import annotations
@@ -151,8 +152,16 @@ def _export(config, d: str, outputs: dict, predictor) -> dict:
   variables = checkpoints.read_variables(os.path.join(train_dir, 'checkpoints')) if train_dir else None
   if variables is None:
     raise SpaceError("export needs the trained network: config.pipeline must include 'train'")
-  return export.export(arch, variables, d, config.num_classes, predictor=predictor,
-                       tflite=bool(config.export.tflite))
+  out = export.export(arch, variables, d, config.num_classes, predictor=predictor,
+                      tflite=bool(config.export.tflite))
+  _text(d, 'export', '```\n' + json.dumps(out, indent=1) + '\n```')
+  return out
+
+
+def _text(d: str, tag: str, text: str) -> None:
+  from tensorboardX import SummaryWriter
+  with SummaryWriter(os.path.join(d, 'tensorboard')) as w:
+    w.add_text(tag, text, 0)
 
 
 # -------------------------------------------------------------------------------------------
@@ -196,16 +205,11 @@ def _compare(config, d: str, outputs: dict, predictor) -> dict:
                      measured_ms=ms, predicted_ms=float(predictor.predict(arch)),
                      params=counts['params'], macs=counts['macs'], arch=str(arch)))
   table = format_table(rows, target, predictor.table.target, models[0][2]['split'])
-  print('\n' + table, flush=True)
+  logging.info('compare:\n%s', table)
   with open(os.path.join(d, 'table.md'), 'w') as f:
     f.write(table + '\n')
-  from tensorboardX import SummaryWriter
-  with SummaryWriter(os.path.join(d, 'tensorboard')) as w:
-    w.add_text('comparison', table, 0)
-    for r in rows:
-      for k in ('accuracy', 'measured_ms', 'predicted_ms'):
-        w.add_scalar(f'compare/{r["model"]}/{k}', r[k], 0)
-  return dict(target_ms=target, latency_target=predictor.table.target, rows=rows)
+  _text(d, 'comparison', table)
+  return dict(target_ms=target, latency_target=predictor.table.target, rows=rows, table=table)
 
 
 def _train_summary(config, outputs: dict, arch: Architecture, d: str) -> dict:
