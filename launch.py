@@ -13,6 +13,7 @@ Configs are ml_collections files; any field can be overridden (`--config.lr=0.1`
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import app, flags, logging
@@ -64,8 +65,10 @@ def search(argv) -> None:
     from mnas import pipeline
     print(f'TensorBoard: tensorboard --logdir {FLAGS.workdir} --host 127.0.0.1', flush=True)
     out = pipeline.run(FLAGS.config, FLAGS.workdir)
-    if out.get('compare', {}).get('table'):
-      print('\n' + out['compare']['table'])
+    table = os.path.join(FLAGS.workdir, 'compare', 'table.md')
+    if 'compare' in out and os.path.exists(table):
+      with open(table) as f:
+        print('\n' + f.read())
     print(f'\nPipeline stages done: {", ".join(out)} (in {FLAGS.workdir}/<stage>/). Inspect with:\n'
           f'  tensorboard --logdir {FLAGS.workdir} --host 127.0.0.1')
     return
