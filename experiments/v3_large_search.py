@@ -8,7 +8,12 @@ kernel / expansion / SE / activation, depth and width per stage) with the same c
   python launch.py search --config experiments/v3_large_search.py --workdir DIR \
       --config.train.data_dir=/path/to/tensorflow_datasets      # ImageNet, paper scale
 
-CPU-sized, on the embedded dataset:
+The command runs MobileNetV3's pipeline (mnas/pipeline.py): this block search, then NetAdapt
+(`c.netadapt`), final training with the MobileNetV3 recipe (`c.final`), export and the
+comparison with MobileNetV3-Small/Large and MnasNet-A1 at the same latency target; each stage
+in DIR/<stage>/, skipped when complete (`--config.pipeline=...` for a subset).
+
+CPU-sized, on the embedded dataset at 32x32 (search_common.cpu_pipeline):
 
   python launch.py search --config experiments/v3_large_search.py:cpu --workdir /tmp/mnas_v3l
 """

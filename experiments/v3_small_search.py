@@ -7,7 +7,12 @@ search was rerun from scratch with the MnasNet reward's exponent w = -0.15 (inst
   python launch.py search --config experiments/v3_small_search.py --workdir DIR \
       --config.train.data_dir=/path/to/tensorflow_datasets      # ImageNet, paper scale
 
-CPU-sized, on the embedded dataset:
+The command runs MobileNetV3's pipeline (mnas/pipeline.py): this block search, then NetAdapt
+(`c.netadapt`), final training with the MobileNetV3 recipe (`c.final`), export and the
+comparison with MobileNetV3-Small/Large and MnasNet-A1 at the same latency target; each stage
+in DIR/<stage>/, skipped when complete (`--config.pipeline=...` for a subset).
+
+CPU-sized, on the embedded dataset at 32x32 (search_common.cpu_pipeline):
 
   python launch.py search --config experiments/v3_small_search.py:cpu --workdir /tmp/mnas_v3s
 """

@@ -405,6 +405,23 @@ def _train_row(store, step: int, slot: int, arch: Architecture, workdir: str, tr
   return store.slot(step, slot, stage=STAGE)
 
 
+def check_config(config) -> None:
+  """Raises SpaceError naming the first netadapt field outside its allowed values."""
+  rules = [('delta_ratio', lambda v: 0 < v < 1, '0 < delta_ratio < 1 (the paper: 0.01)'),
+           ('target_ratio', lambda v: 0 <= v < 1, '0 (use target_ms) or 0 < target_ratio < 1'),
+           ('target_ms', lambda v: v is None or v >= 0, 'None or milliseconds >= 0'),
+           ('max_iterations', lambda v: v >= 0, 'an integer >= 0'),
+           ('seed_steps', lambda v: v >= 1, 'an integer >= 1'),
+           ('finetune_steps', lambda v: v >= 1, 'an integer >= 1 (the paper: 10,000)'),
+           ('proposals_per_iteration', lambda v: v >= 0, '0 (all) or an integer >= 1'),
+           ('divisor', lambda v: v >= 1, 'an integer >= 1 (the paper: 8)'),
+           ('min_width', lambda v: v >= 1, 'an integer >= 1')]
+  for field, ok, allowed in rules:
+    value = config.get(field) if hasattr(config, 'get') else getattr(config, field, None)
+    if (value is not None or field != 'target_ms') and not (value is not None and ok(value)):
+      raise SpaceError(f'netadapt.{field}={value!r} is not allowed; allowed: {allowed}')
+
+
 def run(seed_arch: Architecture, config, workdir: str, predictor, *, trainer=None,
         num_classes: int = 1000, seed: int = 0) -> dict:
   """Runs (or resumes) NetAdapt from `seed_arch`; returns the final network's summary.
@@ -416,6 +433,7 @@ def run(seed_arch: Architecture, config, workdir: str, predictor, *, trainer=Non
   `variables(workdir)` (default: a `ProxyTrainer`, which needs `config.train`).
   """
   from mnas import summaries
+  check_config(config)
   os.makedirs(workdir, exist_ok=True)
   trainer = trainer or ProxyTrainer(config.train, seed)
   store = store_lib.Store(os.path.join(workdir, 'results.sqlite'))

@@ -272,6 +272,15 @@ def test_run_meets_the_target_and_picks_the_best_ratio(tmp_path):
   assert not os.path.exists(tmp_path / 'iter_001' / 'p00') or 'iter_001/p00' in out['workdir']
 
 
+@pytest.mark.parametrize('field,value', [('delta_ratio', 0.0), ('target_ratio', 1.5),
+                                         ('finetune_steps', 0), ('divisor', None)])
+def test_bad_config_names_the_field(tmp_path, field, value):
+  with pytest.raises(ValueError, match=f'netadapt.{field}=.*allowed'):
+    netadapt.run(parse(SEED), _config(**{field: value}), str(tmp_path), Predictor(),
+                 trainer=FakeTrainer({}), num_classes=10)
+  assert not os.path.exists(tmp_path / 'state.json')
+
+
 def test_run_resumes_after_a_kill_without_duplicates(tmp_path):
   seed = parse(SEED)
   reference = netadapt.run(seed, _config(), str(tmp_path / 'a'), Predictor(),
