@@ -36,13 +36,13 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from absl import logging
 import numpy as np
 
 from mnas import counting, store as store_lib
-from mnas.space import Architecture, Head, SpaceError, Stem
+from mnas.space import Architecture, Head, SpaceError, parse
 
 STAGE = 'netadapt'
 KINDS = ('expanded', 'bottleneck')
@@ -144,7 +144,6 @@ class Proposal:
 
   @classmethod
   def from_json(cls, d: dict) -> Proposal:
-    from mnas.space import parse
     return cls(kind=d['kind'], layers=tuple(d['layers']), before=int(d['before']),
                after=int(d['after']), arch=parse(d['arch']), latency_ms=float(d['latency_ms']),
                cut_ms=float(d['cut_ms']))
@@ -454,7 +453,6 @@ def run(seed_arch: Architecture, config, workdir: str, predictor, *, trainer=Non
   delta, target = state['delta_ms'], state['target_ms']
   writer = summaries.NetAdaptWriter(os.path.join(workdir, 'tensorboard'))
   seed_dir = os.path.join(workdir, 'seed')
-  from mnas.space import parse
   seed_net = parse(state['seed']['arch'])
   trained_as = parse(state['seed'].get('trained_as', state['seed']['arch']))
   row = _train_row(store, 0, 0, seed_net, seed_dir,
@@ -499,7 +497,6 @@ def run(seed_arch: Architecture, config, workdir: str, predictor, *, trainer=Non
 def _iteration(it: int, parent: dict, state: dict, config, workdir: str, predictor, trainer,
                store, num_classes: int, seed: int) -> tuple[dict | None, int]:
   """One NetAdapt iteration: proposals, inherit + fine-tune + evaluate each, the winner."""
-  from mnas.space import parse
   it_dir = os.path.join(workdir, f'iter_{it:03d}')
   os.makedirs(it_dir, exist_ok=True)
   parent_arch = parse(parent['arch'])
