@@ -140,7 +140,8 @@ def read_variables(directory: str, ema: bool = True) -> dict | None:
     step = manager.latest_step()
     if step is None:
       return None
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+    args = ocp.args.Composite(state=ocp.args.StandardRestore())
+    state = manager.restore(step, args=args)['state']
   finally:
     manager.close()
   prefix = 'ema_' if ema else ''

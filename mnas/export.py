@@ -112,7 +112,8 @@ def export(arch: Architecture, variables: dict, out_dir: str, num_classes: int, 
   counts = counting.count(arch, num_classes)
   summary: dict[str, Any] = dict(arch=str(arch), id=arch.id, params=counts['params'],
                                  macs=counts['macs'], num_classes=num_classes,
-                                 checkpoint=save_checkpoint(variables, os.path.join(out_dir, 'checkpoint')))
+                                 checkpoint=save_checkpoint(variables,
+                                                            os.path.join(out_dir, 'checkpoint')))
   if tflite:
     try:
       content = to_tflite(arch, variables, num_classes)

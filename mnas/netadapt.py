@@ -70,8 +70,8 @@ def materialize(arch: Architecture) -> Architecture:
   widths = arch.head_widths()
   n_pre = len(arch.head.pre)
   head = Head(pre=widths[:n_pre], post=widths[n_pre:], fixed=arch.head.fixed)
-  return arch.replace(layers=tuple(layers), stem=dataclasses.replace(arch.stem, out=arch.scaled(arch.stem.out)),
-                      head=head, width_multiplier=1.0)
+  stem = dataclasses.replace(arch.stem, out=arch.scaled(arch.stem.out))
+  return arch.replace(layers=tuple(layers), stem=stem, head=head, width_multiplier=1.0)
 
 
 def residual_chains(arch: Architecture) -> list[tuple[int, ...]]:
@@ -289,7 +289,8 @@ def filter_l1(variables: dict, arch: Architecture) -> dict[str, np.ndarray]:
     path = ('params',) + path
     if path[-1] != 'kernel':
       continue
-    is_filter = path[1] == 'stem' or (path[1].startswith('block') and '/'.join(path[2:-1]) in _FILTERS)
+    in_block = path[1].startswith('block') and '/'.join(path[2:-1]) in _FILTERS
+    is_filter = path[1] == 'stem' or in_block
     _, out_group = _axes(path, arch, slots, stem, head_in)
     if is_filter and out_group is not None:
       x = np.asarray(x, np.float64)

@@ -62,7 +62,8 @@ def run(config, workdir: str, *, predictor=None) -> dict[str, dict]:
   if predictor is None:
     space = search_spaces.get_space(config.space)
     os.makedirs(os.path.join(workdir, 'latency'), exist_ok=True)
-    predictor = latency.predictor_for_search(config.latency, space, os.path.join(workdir, 'latency'))
+    predictor = latency.predictor_for_search(config.latency, space,
+                                             os.path.join(workdir, 'latency'))
   outputs: dict[str, dict] = {}
   for name in stages:
     stage_dir = os.path.join(workdir, name)
@@ -149,7 +150,8 @@ def _export(config, d: str, outputs: dict, predictor) -> dict:
   from mnas import checkpoints, export
   arch = found_arch(config, outputs)
   train_dir = outputs['train']['workdir'] if 'train' in outputs else None
-  variables = checkpoints.read_variables(os.path.join(train_dir, 'checkpoints')) if train_dir else None
+  variables = (checkpoints.read_variables(os.path.join(train_dir, 'checkpoints'))
+               if train_dir else None)
   if variables is None:
     raise SpaceError("export needs the trained network: config.pipeline must include 'train'")
   out = export.export(arch, variables, d, config.num_classes, predictor=predictor,

@@ -500,8 +500,9 @@ def state_from_variables(steps: Steps, variables: dict, seed: int) -> TrainState
   for path, leaf in jax.tree_util.tree_flatten_with_path(
       {'params': expected['params'], 'batch_stats': expected.get('batch_stats', {})})[0]:
     if path not in flat_given or np.shape(flat_given[path]) != leaf.shape:
+      got = np.shape(flat_given[path]) if path in flat_given else 'nothing'
       raise ValueError(f'init_variables{jax.tree_util.keystr(path)}: expected shape '
-                       f'{leaf.shape}, got {np.shape(flat_given.get(path)) if path in flat_given else "nothing"}')
+                       f'{leaf.shape}, got {got}')
   params = jax.tree.map(lambda x: np.asarray(x, np.float32), given['params'])
   batch_stats = jax.tree.map(lambda x: np.asarray(x, np.float32), given['batch_stats'])
   _, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
