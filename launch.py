@@ -2,6 +2,7 @@ r"""mnas command line.
 
   python launch.py describe --arch mobilenet_v3_large [--width_multiplier 0.75] [--resolution 192]
   python launch.py search   --config experiments/quickstart.py --workdir /tmp/mnas
+  python launch.py search   --config experiments/v3_small_search.py:cpu --workdir DIR  # pipeline
   python launch.py train    --config experiments/train.py --workdir DIR [--config.arch=...]
   python launch.py latency build|validate|predict|export|import --config experiments/latency.py ...
   python launch.py report   --workdir DIR
@@ -16,6 +17,7 @@ process, with --coordinator_address/--num_processes/--process_id or the cluster'
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import app, flags, logging
@@ -79,6 +81,17 @@ def _search_module(method: str):
 
 def search(argv) -> None:
   _needs('config'), _needs('workdir')
+  if 'pipeline' in FLAGS.config:  # Search -> NetAdapt -> train -> export -> compare.
+    from mnas import pipeline
+    print(f'TensorBoard: tensorboard --logdir {FLAGS.workdir} --host 127.0.0.1', flush=True)
+    out = pipeline.run(FLAGS.config, FLAGS.workdir)
+    table = os.path.join(FLAGS.workdir, 'compare', 'table.md')
+    if 'compare' in out and os.path.exists(table):
+      with open(table) as f:
+        print('\n' + f.read())
+    print(f'\nPipeline stages done: {", ".join(out)} (in {FLAGS.workdir}/<stage>/). Inspect with:\n'
+          f'  tensorboard --logdir {FLAGS.workdir} --host 127.0.0.1')
+    return
   lib = _search_module(FLAGS.config.get('method', 'mnas'))
   print(f'TensorBoard: tensorboard --logdir {FLAGS.workdir}/tensorboard --host 127.0.0.1',
         flush=True)

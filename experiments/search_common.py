@@ -61,3 +61,69 @@ def cpu_proxy(c: ml_collections.ConfigDict, resolution: int = 64) -> None:
   c.resolution = resolution
   c.num_steps = 10
   c.candidates_per_step = 4
+
+
+def add_pipeline(c: ml_collections.ConfigDict) -> None:
+  """The MobileNetV3 pipeline after the block search (Howard et al. 2019, sections 4 and 6.1).
+
+  `launch.py search` runs the stages of `c.pipeline` in order, each in workdir/<stage>/ and
+  skipped once complete (mnas/pipeline.py).
+  """
+  c.pipeline = ('search', 'netadapt', 'train', 'export', 'compare')
+  c.netadapt = ml_collections.ConfigDict()
+  # Where NetAdapt starts: '' = the block search's best; or a reference name, an architecture
+  # string or a JSON file (at `c.resolution` when that is set).
+  c.netadapt.seed = ''
+  c.netadapt.delta_ratio = 0.01  # [V3] 4.2: each proposal cuts >= 0.01 x the seed's latency.
+  # The latency to reach: target_ratio x the seed's when > 0, else target_ms, else the
+  # reward's target_ms.
+  c.netadapt.target_ms = ml_collections.config_dict.placeholder(float)
+  c.netadapt.target_ratio = 0.0
+  c.netadapt.max_iterations = 100
+  # The seed is trained on the proxy task first (proposals inherit trained weights).
+  c.netadapt.seed_steps = 10_000
+  c.netadapt.finetune_steps = 10_000  # [V3] 4.2: each proposal fine-tuned for 10,000 steps.
+  # 0: every proposal (the paper). k > 0: a seeded random k of them (a CPU budget).
+  c.netadapt.proposals_per_iteration = 0
+  c.netadapt.divisor = 8  # Widths stay multiples of 8 (make_divisible).
+  c.netadapt.min_width = 8
+  c.netadapt.keep_checkpoints = False  # Keep the losing proposals' checkpoints.
+  c.final = train_config.get_config('mobilenet_v3')  # [V3] 6.1: the final training.
+  c.export = ml_collections.ConfigDict()
+  c.export.tflite = True  # A LiteRT flatbuffer (needs `pip install -e .[tf]`; else skipped).
+  c.compare = ml_collections.ConfigDict()
+  # Trained with the same recipe, each at the width multiplier that meets the latency target.
+  c.compare.references = ('mobilenet_v3_small', 'mobilenet_v3_large', 'mnasnet_a1')
+  c.compare.target_ms = ml_collections.config_dict.placeholder(float)  # None: NetAdapt's target.
+  c.compare.multipliers = tuple(m / 20 for m in range(2, 41))  # 0.1, 0.15, ..., 2.0.
+
+
+def cpu_pipeline(c: ml_collections.ConfigDict, resolution: int = 32) -> None:
+  """A CPU-sized pipeline on the embedded dataset (~10-15 minutes on 2 cores, most of it
+  XLA compiling each new network): 2 search candidates, 2 NetAdapt iterations of 2 sampled
+  proposals, 400 steps of final training per model, references on a coarse width grid."""
+  cpu_proxy(c, resolution)
+  c.train.batch_size = 32
+  c.train.num_train_steps = 100
+  c.train.min_area = 1.0  # No random-crop zoom at 32x32: the shapes must stay whole.
+  c.train.log_every_steps = 50
+  c.num_steps = 1
+  c.candidates_per_step = 2
+  c.latency.calibration_archs = 2
+  c.latency.repeats = 10
+  c.latency.warmup = 2
+  c.latency.min_seconds = 0.01
+  c.latency.remeasure = 0
+  c.netadapt.seed_steps = 150
+  c.netadapt.finetune_steps = 50
+  # At 32x32 on xla-cpu ~3/4 of a network's latency is per-call overhead that no layer can
+  # cut, so the paper's 0.01 x the seed is more than most single layers cost: 0.005.
+  c.netadapt.delta_ratio = 0.005
+  c.netadapt.target_ratio = 0.97
+  c.netadapt.max_iterations = 2
+  c.netadapt.proposals_per_iteration = 2
+  c.final = train_config.get_config('mobilenet_v3')
+  c.final.update(dict(dataset='mnas_shapes', resolution=resolution, holdout=None, batch_size=32,
+                      num_train_steps=400, warmup_epochs=0.05, min_area=1.0, data_threads=2,
+                      log_every_steps=100, eval_every_steps=-1, checkpoint_every_steps=500))
+  c.compare.multipliers = (0.25, 0.35, 0.5, 0.75, 1.0)

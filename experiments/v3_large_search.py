@@ -8,7 +8,12 @@ kernel / expansion / SE / activation, depth and width per stage) with the same c
   python launch.py search --config experiments/v3_large_search.py --workdir DIR \
       --config.train.data_dir=/path/to/tensorflow_datasets      # ImageNet, paper scale
 
-CPU-sized, on the embedded dataset:
+The command runs MobileNetV3's pipeline (mnas/pipeline.py): this block search, then NetAdapt
+(`c.netadapt`), final training with the MobileNetV3 recipe (`c.final`), export and the
+comparison with MobileNetV3-Small/Large and MnasNet-A1 at the same latency target; each stage
+in DIR/<stage>/, skipped when complete (`--config.pipeline=...` for a subset).
+
+CPU-sized, on the embedded dataset at 32x32 (search_common.cpu_pipeline):
 
   python launch.py search --config experiments/v3_large_search.py:cpu --workdir /tmp/mnas_v3l
 """
@@ -27,9 +32,10 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.num_steps = 1000
   c.candidates_per_step = 8
   search_common.imagenet_proxy(c)
+  search_common.add_pipeline(c)
   if variant == 'cpu':
-    search_common.cpu_proxy(c, resolution=64)
-    c.reward.target_ms = 2.0
+    search_common.cpu_pipeline(c, resolution=32)
+    c.reward.target_ms = 1.0  # ms of the xla-cpu table at 32x32.
   elif variant:
     raise ValueError(f'unknown variant {variant!r}: "" (paper scale) or "cpu"')
   return c

@@ -124,3 +124,26 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def read_variables(directory: str, ema: bool = True) -> dict | None:
+  """{'params', 'batch_stats'} (numpy) of the newest checkpoint of a training run, or None.
+
+  `directory` is a trainer's `workdir/checkpoints`. No template is needed: the train state
+  is read back as saved. `ema=True` gives the exponential moving averages, the weights the
+  trainer evaluates; `ema=False` the raw ones.
+  """
+  if not os.path.isdir(directory):
+    return None
+  manager = ocp.CheckpointManager(os.path.abspath(directory), item_names=('state', 'data'))
+  try:
+    step = manager.latest_step()
+    if step is None:
+      return None
+    args = ocp.args.Composite(state=ocp.args.StandardRestore())
+    state = manager.restore(step, args=args)['state']
+  finally:
+    manager.close()
+  prefix = 'ema_' if ema else ''
+  return jax.tree.map(np.asarray, {'params': state[prefix + 'params'],
+                                   'batch_stats': state.get(prefix + 'batch_stats') or {}})

@@ -90,3 +90,25 @@ class SearchWriter:
 
   def close(self):
     self.writer.close()
+
+
+class NetAdaptWriter:
+  """Per-iteration NetAdapt summaries: latency, accuracy, proposals, the architecture."""
+
+  def __init__(self, logdir: str):
+    from tensorboardX import SummaryWriter
+    self.writer = SummaryWriter(logdir)
+
+  def iteration(self, it: int, net: dict, parent: dict | None, proposals: int) -> None:
+    w = self.writer
+    w.add_scalar('netadapt/latency_ms', net['latency_ms'], it)
+    w.add_scalar('netadapt/accuracy', net['accuracy'], it)
+    w.add_scalar('netadapt/proposals', proposals, it)
+    if parent is not None:
+      w.add_scalar('netadapt/score', net.get('score', 0.0), it)
+    w.add_text('netadapt/architecture', f'`{net["arch"]}`  \n{net.get("proposal", "seed")}: '
+               f'{net["latency_ms"]:.4f} ms, accuracy {net["accuracy"]:.4f}', it)
+    w.flush()
+
+  def close(self) -> None:
+    self.writer.close()

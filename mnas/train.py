@@ -22,7 +22,7 @@ the config and its source.
 
 Public API:
   train_candidate(arch, config, workdir=None, *, budget_steps=None, budget_epochs=None,
-                  seed=0) -> TrainResult     # the search's proxy task (validation accuracy)
+                  seed=0, init_variables=None) -> TrainResult  # the proxy task (validation)
   train_and_evaluate(config, workdir) -> TrainResult   # `launch.py train`
 """
 
@@ -519,10 +519,37 @@ def _evaluate(steps: Steps, state, config, kind: str, seed: int, holdout) -> tup
   return float(totals['correct']) / count, float(totals['loss']) / count
 
 
+def state_from_variables(steps: Steps, variables: dict, seed: int) -> TrainState:
+  """A fresh train state (step 0) that starts from given `{'params', 'batch_stats'}`.
+
+  The optimiser state is new and the EMA starts at the given weights; the dropout key is
+  the one `steps.init(seed)` would draw. Used to fine-tune inherited weights (NetAdapt).
+  Raises ValueError naming the first variable whose shape does not fit the model.
+  """
+  res = steps.model.arch.resolution
+  expected = jax.eval_shape(lambda: steps.model.init(
+      jax.random.key(0), jnp.zeros((1, res, res, 3), jnp.float32), train=False))
+  given = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+  flat_given = dict(jax.tree_util.tree_flatten_with_path(given)[0])
+  for path, leaf in jax.tree_util.tree_flatten_with_path(
+      {'params': expected['params'], 'batch_stats': expected.get('batch_stats', {})})[0]:
+    if path not in flat_given or np.shape(flat_given[path]) != leaf.shape:
+      got = np.shape(flat_given[path]) if path in flat_given else 'nothing'
+      raise ValueError(f'init_variables{jax.tree_util.keystr(path)}: expected shape '
+                       f'{leaf.shape}, got {got}')
+  params = jax.tree.map(lambda x: np.asarray(x, np.float32), given['params'])
+  batch_stats = jax.tree.map(lambda x: np.asarray(x, np.float32), given['batch_stats'])
+  _, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+  return TrainState(step=np.zeros((), np.int32), params=params, batch_stats=batch_stats,
+                    opt_state=jax.device_get(steps.tx.init(params)), ema_params=params,
+                    ema_batch_stats=batch_stats, rng=np.asarray(dropout_rng))
+
+
 def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
          budget_steps: int | None, budget_epochs: float | None, eval_kind: str,
          callbacks: Sequence[Callable[[int, dict], None]] = (),
-         devices: Sequence[jax.Device] | None = None) -> TrainResult:
+         devices: Sequence[jax.Device] | None = None,
+         init_variables: dict | None = None) -> TrainResult:
   from mnas import data
   t_start = time.time()
   devices = list(devices or jax.devices())  # The data-parallel group (see `parallelize`).
@@ -553,7 +580,8 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
                total_steps / steps_per_epoch, n_train, batch_size, len(devices),
                peak_learning_rate(config))
 
-  host_state = steps.init(seed)
+  host_state = (steps.init(seed) if init_variables is None
+                else state_from_variables(steps, init_variables, seed))
   ckpt = None
   data_state = None
   if workdir:
@@ -677,7 +705,8 @@ def train_candidate(arch: Architecture, config, workdir: str | None = None, *,
                     budget_steps: int | None = None, budget_epochs: float | None = None,
                     seed: int = 0,
                     callbacks: Sequence[Callable[[int, dict], None]] = (),
-                    devices: Sequence[jax.Device] | None = None) -> TrainResult:
+                    devices: Sequence[jax.Device] | None = None,
+                    init_variables: dict | None = None) -> TrainResult:
   """The proxy task: trains `arch` on 'train' minus the held-out validation split.
 
   Returns a `TrainResult` with the validation accuracy (top-1 of the EMA weights). The
@@ -689,11 +718,14 @@ def train_candidate(arch: Architecture, config, workdir: str | None = None, *,
   are called as cb(step, metrics) after every step (an exception stops the run).
   Compiled steps are cached per (architecture, static config, devices). `devices` (default:
   all of `jax.devices()`) is the data-parallel group; a candidate-parallel search passes
-  `jax.local_devices()` so that each process trains its own candidates.
+  `jax.local_devices()` so that each process trains its own candidates. `init_variables`
+  ({'params', 'batch_stats'} of this architecture's model) starts from those weights instead
+  of a random initialisation (NetAdapt fine-tunes inherited weights; a checkpoint in
+  `workdir` still wins, so a killed fine-tune resumes).
   """
   return _run(arch, config, workdir, seed=seed, budget_steps=budget_steps,
               budget_epochs=budget_epochs, eval_kind='validation', callbacks=callbacks,
-              devices=devices)
+              devices=devices, init_variables=init_variables)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
