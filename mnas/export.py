@@ -53,7 +53,8 @@ def load_checkpoint(directory: str) -> dict:
 
 def _apply_fn(arch: Architecture, variables: dict, num_classes: int, depthwise_impl: str):
   from mnas import models
-  model = models.build_model(arch, num_classes, depthwise_impl=depthwise_impl, layer_impl='flax')
+  model = models.build_model(arch, num_classes, depthwise_impl=depthwise_impl,
+                             layer_impl=latency_targets.LITERT_LAYER_IMPL)
   return lambda x: model.apply(variables, x, train=False)
 
 

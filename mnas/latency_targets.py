@@ -111,7 +111,7 @@ def _models():
   return models
 
 
-def entry_module(spec: dict, depthwise_impl: str = 'auto'):
+def entry_module(spec: dict, depthwise_impl: str = 'auto', layer_impl: str = 'auto'):
   """(flax module, input shape without batch) of one parsed table entry."""
   import flax.linen as nn
   import jax.numpy as jnp
@@ -119,7 +119,8 @@ def entry_module(spec: dict, depthwise_impl: str = 'auto'):
   kind = spec['kind']
   if kind == 'block':
     row = dict(spec, index=0)
-    module = models.Block(row, spec['se_rule'], False, jnp.float32, depthwise_impl)
+    module = models.Block(row, spec['se_rule'], False, jnp.float32, depthwise_impl,
+                          layer_impl=layer_impl)
     return module, (spec['input_resolution'],) * 2 + (spec['cin'],)
 
   if kind == 'stem':
@@ -385,6 +386,12 @@ def litert_impl(depthwise_impl: str) -> str:
   return 'grouped' if depthwise_impl == 'auto' else depthwise_impl
 
 
+# The layers exported to LiteRT: nn.Conv and nn.BatchNorm (CONV_2D / FULLY_CONNECTED with
+# the batch norm and activation folded in), not the CPU 'fused' layers (their dot_general
+# 1x1 convs convert to BATCH_MATMUL, which the converter rejects for rank-4 outputs).
+LITERT_LAYER_IMPL = 'flax'
+
+
 class LiteRTMeasurer:
   """Times LiteRT flatbuffers with the XNNPACK CPU interpreter, `threads` threads."""
 
@@ -432,14 +439,16 @@ class LiteRTMeasurer:
     return stats
 
   def measure_entry(self, spec: dict, settings: dict) -> dict:
-    module, in_shape = entry_module(spec, litert_impl(settings.get('depthwise_impl', 'auto')))
+    module, in_shape = entry_module(spec, litert_impl(settings.get('depthwise_impl', 'auto')),
+                                    LITERT_LAYER_IMPL)
     return self._time(module, in_shape, settings, chain_inputs=True)
 
   def measure_arch(self, arch_str: str, num_classes: int, settings: dict) -> dict:
     from mnas.space import parse
     arch = parse(arch_str)
     model = _models().build_model(arch, num_classes,
-                                  depthwise_impl=litert_impl(settings.get('depthwise_impl', 'auto')))
+                                  depthwise_impl=litert_impl(settings.get('depthwise_impl', 'auto')),
+                                  layer_impl=LITERT_LAYER_IMPL)
     key = (arch_str, num_classes)
     s = dict(settings, method='single')
     if key not in self._cache:
@@ -451,7 +460,7 @@ class LiteRTMeasurer:
 
 def entry_tflite(spec: dict, depthwise_impl: str = 'auto', seed: int = 0) -> bytes:
   """One table entry as a standalone LiteRT flatbuffer, batch 1 (for `latency export`)."""
-  module, in_shape = entry_module(spec, litert_impl(depthwise_impl))
+  module, in_shape = entry_module(spec, litert_impl(depthwise_impl), LITERT_LAYER_IMPL)
   shape = (1,) + tuple(in_shape)
   variables = random_variables(module, shape, seed)
   return to_tflite(lambda x: module.apply(variables, x), [shape])
