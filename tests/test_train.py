@@ -260,3 +260,19 @@ def test_proxy_task_ranks_architectures(shapes_dir):
   assert good.val_accuracy > 0.2, good  # Chance: 0.1 (10 balanced classes).
   # 2,000 validation images: the standard error of an accuracy near 0.2 is about 0.009.
   assert good.val_accuracy > tiny.val_accuracy + 0.05, (good.val_accuracy, tiny.val_accuracy)
+
+
+@pytest.mark.skipif(not os.environ.get('MNAS_SLOW_TESTS'),
+                    reason='about 200 s: MNAS_SLOW_TESTS=1 runs it (the suite stays < 10 min)')
+def test_mobilenet_v3_small_learns_the_embedded_dataset(shapes_dir):
+  """MobileNetV3-Small (the paper's architecture, 10 classes) at 128x128 after 1,000 steps of
+  32 images: 21.6% validation accuracy measured (chance 10%; standard error ~0.009 on the
+  2,000 held-out images). At 64x64 it stays at chance in 1,000 steps (9.5-11.2%)."""
+  import search_spaces
+  from mnas import train
+  cfg = _config(shapes_dir, dataset='mnas_shapes', holdout=2000, batch_size=32, min_area=1.0,
+                log_every_steps=250, data_threads=2, resolution=128)
+  arch = search_spaces.get_reference('mobilenet_v3_small', resolution=128)
+  result = train.train_candidate(arch, cfg, budget_steps=1000, seed=0)
+  assert result.status == 'done', result
+  assert result.val_accuracy > 0.15, result.val_accuracy
