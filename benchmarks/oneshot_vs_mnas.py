@@ -35,7 +35,7 @@ from absl import logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments import quickstart, tunas_proxylessnas  # noqa: E402
-from mnas import counting, latency, oneshot, search, train  # noqa: E402
+from mnas import counting, latency, oneshot, rewards, search, store, train  # noqa: E402
 import search_spaces  # noqa: E402
 
 
@@ -107,10 +107,10 @@ def main():
     cfg = multi_trial_config(base, controller, budget)
     seconds = _timed(lambda: search.run(cfg, wd, predictor=predictor), wd)
     best = search.report(wd)
-    n = search.store_lib.Store(os.path.join(wd, 'results.sqlite')).count()
+    n = store.Store(os.path.join(wd, 'results.sqlite')).count()
     rows[name] = dict(seconds=seconds, evaluated=f'{n} candidates', arch=best['arch'])
 
-  reward = search.make_reward_fn(multi_trial_config(base, 'random', 0))
+  reward = rewards.make_reward('tunas_abs', base.reward.target_ms)  # As _common sets.
   for name, r in rows.items():
     arch = search_spaces.load_arch(r['arch'])
     result = train.train_candidate(arch, base.train, budget_steps=args.final_steps, seed=0)
