@@ -155,6 +155,27 @@ class _Crash(Exception):
   pass
 
 
+def test_full_steps_cache_releases_xla_memory_maps(monkeypatch):
+  """A long search must not run out of memory maps (XLA:CPU JIT code; see release_compiled)."""
+  import jax
+  from mnas import train
+  if not os.path.exists('/proc/self/maps'):
+    pytest.skip('needs /proc/self/maps (Linux)')
+  maps = lambda: len(open('/proc/self/maps').readlines())
+  monkeypatch.setattr(train, '_STEPS_CACHE_SIZE', 1)
+  cfg = dict(train.DEFAULTS, batch_size=4, base_batch_size=4)
+  devs = jax.devices()[:1]
+  first = train.make_steps(_arch(), 10, cfg, devs)
+  state = train.replicate(first.init(0), devs)
+  batch = dict(image=np.zeros((1, 4, 32, 32, 3), np.float32), label=np.zeros((1, 4), np.int32))
+  first.train(state, batch, np.float32(0.1))
+  compiled = maps()
+  del first, state
+  train.make_steps(_arch(SMALL.replace('k3_s1', 'k5_s1')), 10, cfg, devs)
+  assert len(train._STEPS_CACHE) == 1
+  assert maps() < compiled - 500, (maps(), compiled)
+
+
 def test_kill_and_resume_is_bit_exact_and_corrupt_latest_falls_back(data_dir, tmp_path):
   from mnas import checkpoints, train
   cfg = _config(data_dir, checkpoint_every_steps=2, keep_checkpoints=3, dropout_rate=0.2)
