@@ -12,7 +12,8 @@ num_steps x candidates_per_step samples (a sample of an architecture seen before
 Two settings differ from the quickstart, both for the signal a search needs to learn from
 in a few dozen samples:
   * the proxy task trains `--train_steps` (1,000) steps instead of 400: after 400 steps of
-    32 images the tiny space's candidates reach 12-16% (chance 10%), after 1,000 17-26%;
+    32 images the tiny space's candidates reach 12-16% (chance 10%), after 1,000 16-25%
+    (median 21%, over the 163 architectures of the run reported in the README);
   * the controllers use the short-budget hyperparameters of `SHORT_BUDGET` (their defaults
     are the papers', meant for thousands of samples). They were chosen on a synthetic
     reward at the same budget (`--tune`), not on this benchmark's results.
