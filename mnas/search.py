@@ -248,7 +248,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, train_fn=None,
   ckpts = ControllerCheckpoints(os.path.join(workdir, 'controller'))
   rng = jax.random.key(config.seed)
   init_rng, rng = jax.random.split(rng)
-  template = {'state': controller.init(init_rng), 'step': np.int64(0)}
+  # 'step' as a 0-d array: orbax restores no numpy scalars (np.int64) into a template.
+  template = {'state': controller.init(init_rng), 'step': np.zeros((), np.int64)}
   restored = ckpts.restore(template)
   payload = restored if restored is not None else template
   state, start = payload['state'], int(payload['step'])
@@ -276,7 +277,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, train_fn=None,
     active = np.stack([space.active(i) for i in idx])
     rew = np.array([c.reward for c in cands], np.float32)
     state, metrics = controller.update(state, idx, active, rew)
-    ckpts.save(step + 1, {'state': state, 'step': np.int64(step + 1)})
+    ckpts.save(step + 1, {'state': state, 'step': np.asarray(step + 1, np.int64)})
     writer.write_step(step + 1, cands, metrics, controller.probabilities(state), store,
                       seconds=time.time() - t0)
     end = step + 1

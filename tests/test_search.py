@@ -101,6 +101,16 @@ def test_latency_skip(tmp_path):
 
 def test_resume_continues_without_duplicates(tmp_path):
   search.run(config('reinforce', steps=2), str(tmp_path), train_fn=fake_train, predictor=MacsPredictor())
+  # The controller checkpoint restores (a failed restore would silently replay from step 0).
+  import jax
+  import search_spaces
+  from mnas import controllers
+  cfg = config('reinforce', steps=2)
+  ctl = controllers.make_controller(cfg.controller, search_spaces.get_space(cfg.space).num_options,
+                                    **dict(cfg.get('controller_kwargs', {})))
+  template = {'state': ctl.init(jax.random.key(0)), 'step': np.zeros((), np.int64)}
+  restored = search.ControllerCheckpoints(str(tmp_path / 'controller')).restore(template)
+  assert restored is not None and int(restored['step']) == 2
   calls = []
   def train(arch):
     calls.append(arch)
