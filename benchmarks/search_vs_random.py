@@ -180,6 +180,7 @@ def main():
   predictor = latency.predictor_for_search(base.latency, space, os.path.join(args.workdir, 'latency'))
   predictor.fill(predictor.table.missing(latency.space_keys(
       space, None, base.latency.resolution, base.latency.num_classes)))
+  cache = ProxyCache(os.path.join(args.workdir, 'proxy_cache.sqlite'), base.train)
   t0 = time.time()
   runs = [(name, seed) for seed in seeds for name in names]  # Seed-major: a table early.
   ctx = multiprocessing.get_context('spawn')  # Fresh JAX per process.
@@ -188,7 +189,7 @@ def main():
     results = []
     for f in concurrent.futures.as_completed(futures):
       results.append(f.result())
-      n, sec = ProxyCache(os.path.join(args.workdir, 'proxy_cache.sqlite'), base.train).stats()
+      n, sec = cache.stats()
       print(f'[{time.time() - t0:7.0f} s] {futures[f][0]} seed {futures[f][1]} done; '
             f'{n} architectures trained so far ({sec / max(n, 1):.1f} s each)', flush=True)
   budget = args.num_steps * args.candidates_per_step

@@ -28,7 +28,6 @@ Public API:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import json
@@ -362,7 +361,7 @@ class Steps:
 
 
 _FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
-_STEPS_CACHE: collections.OrderedDict = collections.OrderedDict()
+_STEPS_CACHE: dict = {}
 _STEPS_CACHE_SIZE = 8  # Then `release_compiled`: XLA's per-program memory maps are bounded.
 _STEPS_LOCK = threading.Lock()
 
@@ -387,7 +386,6 @@ def make_steps(arch: Architecture, num_classes: int, config,
   key = _static_key(arch, num_classes, config, devices)
   with _STEPS_LOCK:
     if key in _STEPS_CACHE:
-      _STEPS_CACHE.move_to_end(key)
       return _STEPS_CACHE[key]
   dtype = _DTYPES[_cfg(config, 'dtype')]
   model = models.build_model(arch, num_classes, dropout_rate=float(_cfg(config, 'dropout_rate')),
