@@ -1,8 +1,10 @@
-"""Checkpoints of a training run: the train state and the input iterator's state.
+"""The one checkpointer: a run's state and its input iterators' state, by step.
 
-A thin layer over orbax's `CheckpointManager` (orbax-checkpoint 0.12): each step directory
-holds two items, `state` (the unreplicated train state as a pytree of numpy arrays, written
-with `StandardSave`) and `data` (the grain iterator's JSON state, `JsonSave`). orbax writes a
+Used by every stage that checkpoints: training (`mnas.train`), the controller of a search
+(`mnas.search`), the one-shot supernet. A thin layer over orbax's `CheckpointManager`
+(orbax-checkpoint 0.12): each step directory holds two items, `state` (a pytree of numpy
+arrays, e.g. the unreplicated train state, written with `StandardSave`) and `data` (JSON, e.g.
+the grain iterators' states, `JsonSave`). orbax writes a
 step into a temporary directory and renames it when complete, so a crash mid-save leaves no
 half-written step behind; a step that is nevertheless unreadable (truncated or deleted files,
 a disk error) is moved aside to `<directory>.corrupt/` with a warning and the previous step is
@@ -40,12 +42,21 @@ class Checkpointer:
     directory: where the step directories go (created if missing).
     max_to_keep: number of most recent checkpoints kept.
     async_save: write in a background thread (`wait()` or `close()` to finish).
+    this_process_only: the state belongs to this process alone (a search's controller lives
+      on process 0): no barriers with the other processes of a multi-process run. By default
+      every process takes part (orbax's multi-process checkpointing of a data-parallel run).
   """
 
-  def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True):
+  def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True,
+               this_process_only: bool = False):
     self.directory = os.path.abspath(os.fspath(directory))
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=async_save)
+    if this_process_only and jax.process_count() > 1:
+      os.makedirs(self.directory, exist_ok=True)  # orbax wants it made when not creating it.
+      options.create = False
+      options.multiprocessing_options = ocp.options.MultiprocessingOptions(
+          primary_host=jax.process_index(), active_processes={jax.process_index()})
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=('state', 'data'))
 

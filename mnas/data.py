@@ -35,6 +35,7 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from mnas import datasets as mnas_datasets
+from mnas.errors import DataError
 
 # ImageNet channel statistics on the 0-255 scale, as used by the reference
 # MnasNet / EfficientNet / flax ImageNet input pipelines.
@@ -54,7 +55,7 @@ IMAGENET_MIN_AREA = 0.08
 CROP_FRACTION = 0.875  # Evaluation centre crop: 224 / (224 + 32).
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError, ValueError):
   """A dataset is unknown, not prepared or not readable."""
 
 

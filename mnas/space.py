@@ -38,16 +38,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mnas.errors import SpaceError  # pylint: disable=unused-import (mnas.space.SpaceError)
+
 BLOCK_TYPES = ('conv', 'ds', 'ir')
 ACTIVATIONS = ('relu', 'relu6', 'hs', 'swish')
 KERNELS = (3, 5, 7)
 STRIDES = (1, 2)
 SE_RULES = ('v3', 'mnas')
 RESOLUTION_MULTIPLE = 32
-
-
-class SpaceError(ValueError):
-  """Invalid architecture, block string or space definition."""
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
