@@ -8,9 +8,10 @@ from experiments import train as train_config
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  # 'mnas': every sample trained on the proxy task (mnas.search, MnasNet); 'oneshot': a
-  # weight-sharing supernet trained with the controller (mnas.oneshot, TuNAS).
-  c.method = 'mnas'
+  # 'multi_trial': every sample trained on the proxy task (mnas.search.multi_trial, MnasNet);
+  # 'oneshot': a weight-sharing supernet trained with the controller (mnas.search.oneshot,
+  # TuNAS); 'pipeline': MobileNetV3's search -> NetAdapt -> ... (mnas.search.pipeline).
+  c.method = 'multi_trial'
   c.space = 'tiny'  # search_spaces.SPACES
   c.resolution = 0  # Input resolution of the candidates; 0: the space's.
   # 'mnasnet' (LSTM + PPO, Tan et al. 2019), 'reinforce' (TuNAS, Bender et al. 2020),
@@ -67,8 +68,9 @@ def add_pipeline(c: ml_collections.ConfigDict) -> None:
   """The MobileNetV3 pipeline after the block search (Howard et al. 2019, sections 4 and 6.1).
 
   `launch.py search` runs the stages of `c.pipeline` in order, each in workdir/<stage>/ and
-  skipped once complete (mnas/pipeline.py).
+  skipped once complete (mnas/search/pipeline.py).
   """
+  c.method = 'pipeline'
   c.pipeline = ('search', 'netadapt', 'train', 'export', 'compare')
   c.netadapt = ml_collections.ConfigDict()
   # Where NetAdapt starts: '' = the block search's best; or a reference name, an architecture

@@ -67,3 +67,14 @@ def res_final(arch: Architecture) -> int:
   for layer in arch.layers:
     res = _ceil_div(res, layer.stride)
   return res
+
+
+def describe(arch: Architecture, num_classes: int = 1000) -> dict:
+  """`launch.py describe`: params, MACs, the string form and a per-layer table."""
+  counts = count(arch, num_classes)
+  layers = arch.describe_layers()
+  for row, (p, m) in zip(layers, counts['layers']):
+    row.update(params=p, macs=m)
+  return dict(arch=str(arch), id=arch.id, params=counts['params'], macs=counts['macs'],
+              resolution=arch.resolution, width_multiplier=arch.width_multiplier,
+              num_classes=num_classes, layers=layers)

@@ -15,9 +15,9 @@ mobilenet_v3_large, mobilenet_v3_small, mnasnet_a1, mnasnet_b1.
 
 from __future__ import annotations
 
-import json
 import os
 
+from mnas import jsonfile
 from mnas.space import Architecture, SpaceError, parse
 from search_spaces import mnasnet, mobilenet, proxylessnas, v3_like
 
@@ -66,8 +66,7 @@ def load_arch(spec: str, width_multiplier: float | None = None,
   elif spec.endswith('.json') or os.path.isfile(spec):
     if not os.path.isfile(spec):
       raise SpaceError(f'architecture file {spec!r} does not exist')
-    with open(spec) as f:
-      arch = Architecture.from_json(json.load(f))
+    arch = Architecture.from_json(jsonfile.read(spec))
   elif ' ' in spec:
     arch = parse(spec)
   else:

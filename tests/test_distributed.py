@@ -217,7 +217,7 @@ _SEARCH = _INIT + textwrap.dedent('''
     time.sleep(float(os.environ.get('SLEEP', '0')))
     return ts.fake_train(arch)
 
-  out = search.run(ts.config('reinforce', steps=3, per_step=4), workdir, train_fn=train,
+  out = search.run(ts.config('reinforce', steps=3, per_step=4), workdir, proxy=train,
                    predictor=ts.MacsPredictor())
   print('SEARCH_OK', json.dumps(out, default=str))
 ''')
@@ -244,7 +244,7 @@ def reference(tmp_path_factory):
   import test_search as ts
   from mnas import search
   workdir = str(tmp_path_factory.mktemp('reference'))
-  search.run(ts.config('reinforce', steps=3, per_step=4), workdir, train_fn=ts.fake_train,
+  search.run(ts.config('reinforce', steps=3, per_step=4), workdir, proxy=ts.fake_train,
              predictor=ts.MacsPredictor())
   return _store_rows(workdir)
 

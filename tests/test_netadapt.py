@@ -1,4 +1,4 @@
-"""NetAdapt (mnas.netadapt): proposals against MobileNetV3 section 4.2's rule, weight
+"""NetAdapt (mnas.search.netadapt): proposals against MobileNetV3 section 4.2's rule, weight
 inheritance against NetAdapt's largest-L1 rule on hand-built weights, the resumable loop."""
 
 import os
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import search_spaces
-from mnas import counting, latency, models, netadapt, store as store_lib
+from mnas import counting, latency, models
+from mnas.search import netadapt, store as store_lib
 from mnas.space import parse
 
 

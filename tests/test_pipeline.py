@@ -1,4 +1,4 @@
-"""The pipeline (mnas.pipeline): stage order and skipping, resuming, scaling the references."""
+"""The pipeline (mnas.search.pipeline): stage order and skipping, resuming, scaling the references."""
 import json
 import os
 
@@ -6,8 +6,9 @@ import ml_collections
 import pytest
 
 import search_spaces
-from mnas import counting, pipeline
-from mnas.space import SpaceError
+from mnas import counting
+from mnas.errors import ConfigError
+from mnas.search import pipeline
 
 
 def macs_ms(arch):
@@ -16,9 +17,9 @@ def macs_ms(arch):
 
 def test_stages_are_checked():
   assert pipeline.check_stages(['search', 'train']) == ('search', 'train')
-  with pytest.raises(SpaceError, match="allowed: \\('search', 'netadapt'"):
+  with pytest.raises(ConfigError, match="allowed: \\('search', 'netadapt'"):
     pipeline.check_stages(['search', 'finetune'])
-  with pytest.raises(SpaceError, match='order'):
+  with pytest.raises(ConfigError, match='order'):
     pipeline.check_stages(['train', 'search'])
 
 
@@ -51,7 +52,7 @@ def test_complete_stages_are_skipped_and_a_failed_one_resumes(tmp_path, monkeypa
 
 def test_netadapt_without_search_needs_a_seed():
   config = ml_collections.ConfigDict({'netadapt': {'seed': ''}, 'resolution': 32})
-  with pytest.raises(SpaceError, match='netadapt.seed'):
+  with pytest.raises(ConfigError, match='netadapt.seed'):
     pipeline._seed(config, {})
   config.netadapt.seed = 'mobilenet_v3_small'
   assert pipeline._seed(config, {}) == search_spaces.get_reference('mobilenet_v3_small', 1.0, 32)

@@ -2,11 +2,14 @@
 import dataclasses
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 
-from mnas import counting, search, store as store_lib
+from experiments import search_common
+from mnas import checkpoints, counting, search
+from mnas.errors import ConfigError, DataError
+from mnas.search import multi_trial, results, store as store_lib, workdir
+from mnas.search.evaluation import WorkdirMismatchError
 
 
 @dataclasses.dataclass
@@ -33,25 +36,25 @@ def fake_train(arch):
 
 
 def config(controller='reinforce', steps=4, per_step=4):
-  c = ml_collections.ConfigDict()
+  c = search_common.base_config()
   c.space = 'tiny'
   c.controller = controller
-  c.controller_kwargs = {}
-  c.reward = ml_collections.ConfigDict({'kind': 'mnasnet_soft', 'target_ms': 5.0, 'params': {}})
+  c.reward.kind = 'mnasnet_soft'
+  c.reward.target_ms = 5.0
   c.num_steps = steps
   c.candidates_per_step = per_step
-  c.failure_reward = 0.0
-  c.seed = 0
   c.num_classes = 10
-  c.max_latency_ms = None
   c.pareto_every_steps = 2
-  c.hparams_per_candidate = True
   return c
+
+
+def run(cfg, workdir, proxy=fake_train):
+  return multi_trial.run(cfg, str(workdir), proxy=proxy, predictor=MacsPredictor())
 
 
 @pytest.mark.parametrize('controller', ['random', 'evolution', 'reinforce', 'mnasnet'])
 def test_search_records_every_candidate(tmp_path, controller):
-  out = search.run(config(controller), str(tmp_path), train_fn=fake_train, predictor=MacsPredictor())
+  out = run(config(controller), tmp_path)
   store = store_lib.Store(str(tmp_path / 'results.sqlite'))
   rows = store.finished()
   assert len(rows) == 16 and store.count('running') == 0
@@ -68,8 +71,7 @@ def test_duplicates_are_reused_not_retrained(tmp_path):
   def train(arch):
     calls.append(arch.id)
     return fake_train(arch)
-  search.run(config('random', steps=6, per_step=4), str(tmp_path), train_fn=train,
-             predictor=MacsPredictor())
+  run(config('random', steps=6, per_step=4), tmp_path, train)
   rows = store_lib.Store(str(tmp_path / 'results.sqlite')).finished()
   assert len(calls) == len(set(calls))
   reused = [r for r in rows if r['status'] == 'reused']
@@ -83,7 +85,7 @@ def test_failing_and_crashing_candidates_do_not_stop_the_search(tmp_path):
     return fake_train(arch)
   cfg = config('random', steps=3, per_step=4)
   cfg.failure_reward = -1.0
-  search.run(cfg, str(tmp_path), train_fn=train, predictor=MacsPredictor())
+  run(cfg, tmp_path, train)
   rows = store_lib.Store(str(tmp_path / 'results.sqlite')).finished()
   failed = [r for r in rows if r['status'] == 'failed']
   assert len(rows) == 12 and failed
@@ -94,13 +96,13 @@ def test_failing_and_crashing_candidates_do_not_stop_the_search(tmp_path):
 def test_latency_skip(tmp_path):
   cfg = config('random', steps=2, per_step=4)
   cfg.max_latency_ms = 1e-6
-  search.run(cfg, str(tmp_path), train_fn=fake_train, predictor=MacsPredictor())
+  run(cfg, tmp_path)
   rows = store_lib.Store(str(tmp_path / 'results.sqlite')).finished()
   assert all(r['status'] == 'failed' and 'skipped' in r['reason'] for r in rows)
 
 
 def test_resume_continues_without_duplicates(tmp_path):
-  search.run(config('reinforce', steps=2), str(tmp_path), train_fn=fake_train, predictor=MacsPredictor())
+  run(config('reinforce', steps=2), tmp_path)
   # The controller checkpoint restores (a failed restore would silently replay from step 0).
   import jax
   import search_spaces
@@ -108,14 +110,14 @@ def test_resume_continues_without_duplicates(tmp_path):
   cfg = config('reinforce', steps=2)
   ctl = controllers.make_controller(cfg.controller, search_spaces.get_space(cfg.space).num_options,
                                     **dict(cfg.get('controller_kwargs', {})))
-  template = {'state': ctl.init(jax.random.key(0)), 'step': np.zeros((), np.int64)}
-  restored = search.ControllerCheckpoints(str(tmp_path / 'controller')).restore(template)
-  assert restored is not None and int(restored['step']) == 2
+  restored = checkpoints.Checkpointer(str(tmp_path / 'controller')).restore(
+      ctl.init(jax.random.key(0)))
+  assert restored is not None and restored[0] == 2
   calls = []
   def train(arch):
     calls.append(arch)
     return fake_train(arch)
-  search.run(config('reinforce', steps=4), str(tmp_path), train_fn=train, predictor=MacsPredictor())
+  run(config('reinforce', steps=4), tmp_path, train)
   rows = store_lib.Store(str(tmp_path / 'results.sqlite')).finished()
   assert sorted((r['step'], r['slot']) for r in rows) == [(s, k) for s in range(4) for k in range(4)]
   assert all(r['step'] >= 2 for r in store_lib.Store(str(tmp_path / 'results.sqlite')).rows()
@@ -123,8 +125,8 @@ def test_resume_continues_without_duplicates(tmp_path):
 
 
 def test_report(tmp_path, capsys):
-  search.run(config('random', steps=2), str(tmp_path), train_fn=fake_train, predictor=MacsPredictor())
-  best = search.report(str(tmp_path))
+  run(config('random', steps=2), tmp_path)
+  best = results.report(str(tmp_path))
   text = capsys.readouterr().out
   assert 'Pareto front' in text and best['arch'] in text
   assert (tmp_path / 'pareto.png').exists() and (tmp_path / 'best_arch.json').exists()
@@ -135,15 +137,49 @@ def test_report(tmp_path, capsys):
 def test_pareto_front():
   rows = [dict(latency_ms=1, accuracy=0.5), dict(latency_ms=2, accuracy=0.4),
           dict(latency_ms=3, accuracy=0.7), dict(latency_ms=0.5, accuracy=0.1)]
-  assert [r['latency_ms'] for r in search.pareto_front(rows)] == [0.5, 1, 3]
+  assert [r['latency_ms'] for r in results.pareto_front(rows)] == [0.5, 1, 3]
 
 
 def test_max_seconds_stops_after_a_step_and_the_rerun_finishes(tmp_path):
   cfg = config('random', steps=3, per_step=2)
   cfg.max_seconds = 1e-6
-  out = search.run(cfg, str(tmp_path), train_fn=fake_train, predictor=MacsPredictor())
+  out = run(cfg, tmp_path)
   assert out['evaluations'] == 2  # One step: the limit is checked between steps.
-  search.run(config('random', steps=3, per_step=2), str(tmp_path), train_fn=fake_train,
-             predictor=MacsPredictor())
+  run(config('random', steps=3, per_step=2), tmp_path)
   rows = store_lib.Store(str(tmp_path / 'results.sqlite')).finished()
   assert sorted((r['step'], r['slot']) for r in rows) == [(s, k) for s in range(3) for k in range(2)]
+
+
+def test_a_stored_row_is_reused_only_for_the_architecture_sampled(tmp_path):
+  calls = []
+  def interrupted(arch):
+    calls.append(arch)
+    if len(calls) == 7:  # Step 1, slot 2: killed mid-step.
+      raise KeyboardInterrupt
+    return fake_train(arch)
+  with pytest.raises(KeyboardInterrupt):
+    run(config('random', steps=3), tmp_path, interrupted)
+  before = store_lib.Store(str(tmp_path / 'results.sqlite')).rows()
+  cfg = config('random', steps=3)
+  cfg.seed = 1  # Another search: step 1 samples other architectures than the stored ones.
+  with pytest.raises(WorkdirMismatchError, match='step 1 slot 0 holds'):
+    run(cfg, tmp_path)
+  assert store_lib.Store(str(tmp_path / 'results.sqlite')).rows() == before
+  run(config('random', steps=3), tmp_path)  # The same search resumes.
+  rows = store_lib.Store(str(tmp_path / 'results.sqlite')).finished()
+  assert sorted((r['step'], r['slot']) for r in rows) == [(s, k) for s in range(3) for k in range(4)]
+
+
+def test_the_workdir_records_its_method_and_report_reads_it(tmp_path, capsys):
+  search.run(config('random', steps=1), str(tmp_path), proxy=fake_train, predictor=MacsPredictor())
+  assert workdir.read_method(str(tmp_path)) == 'multi_trial'
+  assert search.report(str(tmp_path))['arch'] in capsys.readouterr().out
+  other = config('random', steps=1)
+  other.method = 'oneshot'
+  with pytest.raises(ConfigError, match='multi_trial'):
+    search.run(other, str(tmp_path))
+  old = tmp_path / 'old'
+  old.mkdir()
+  store_lib.Store(str(old / 'results.sqlite')).close()  # What mnas wrote before workdir.json.
+  with pytest.raises(DataError, match='older mnas'):
+    search.run(config('random', steps=1), str(old), proxy=fake_train, predictor=MacsPredictor())

@@ -14,6 +14,8 @@ import sqlite3
 import time
 from typing import Any, Iterator
 
+from mnas.errors import DataError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
   row INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -53,6 +55,13 @@ class Store:
     self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
     self._db.execute('PRAGMA journal_mode=WAL')
     self._db.executescript(SCHEMA)
+
+  @classmethod
+  def open_existing(cls, path: str) -> Store:
+    """The store at `path`; DataError when there is none (nothing was searched there)."""
+    if not os.path.exists(path):
+      raise DataError(f'no results store at {path}: run a search into this workdir first')
+    return cls(path)
 
   def close(self):
     self._db.close()

@@ -32,17 +32,18 @@ Everything is resumable, as the search is (workdir layout):
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
-import time
 from typing import Callable, Sequence
 
 from absl import logging
 import numpy as np
 
-from mnas import counting, store as store_lib
-from mnas.space import Architecture, Head, SpaceError, parse
+from mnas import config as config_lib, jsonfile, metrics
+from mnas.errors import ConfigError
+from mnas.search.evaluation import Candidate, Evaluator
+from mnas.search.store import Store
+from mnas.space import Architecture, Head, parse
 
 STAGE = 'netadapt'
 KINDS = ('expanded', 'bottleneck')
@@ -312,17 +313,17 @@ def inherit(variables: dict, parent: Architecture, child: Architecture) -> dict:
   sliced alike. Both architectures must have the same `structure`.
   """
   if structure(parent) != structure(child):
-    raise SpaceError('inherit: the child has another structure than the parent (layer types, '
+    raise ValueError('inherit: the child has another structure than the parent (layer types, '
                      'residuals, expansion convs or squeeze-excites differ)')
   sizes_p, slots, stem, head_in = channel_groups(parent)
   sizes_c, slots_c, _, _ = channel_groups(child)
   if slots_c != slots:
-    raise SpaceError('inherit: the child groups its channels differently from the parent')
+    raise ValueError('inherit: the child groups its channels differently from the parent')
   norms = filter_l1(variables, parent)
   keep = {}
   for g, n in sizes_c.items():
     if n > sizes_p[g]:
-      raise SpaceError(f'inherit: channel group {g} grows from {sizes_p[g]} to {n}; NetAdapt '
+      raise ValueError(f'inherit: channel group {g} grows from {sizes_p[g]} to {n}; NetAdapt '
                        'only removes filters')
     if n < sizes_p[g]:
       keep[g] = largest_l1(norms[g], n)
@@ -364,49 +365,13 @@ class ProxyTrainer:
     return v
 
 
-def _write_json(path: str, obj) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
-
-
-def _read_json(path: str, default=None):
-  if not os.path.exists(path):
-    return default
-  with open(path) as f:
-    return json.load(f)
-
-
-def _cfg(config, name: str, default):
-  value = config.get(name) if hasattr(config, 'get') else getattr(config, name, None)
-  return default if value is None else value
-
-
-def _train_row(store, step: int, slot: int, arch: Architecture, workdir: str, train: Callable,
-               num_classes: int, extra: dict) -> dict:
-  """Trains one network unless the store already has it finished; returns its row."""
-  earlier = store.slot(step, slot, stage=STAGE)
-  if earlier and earlier['status'] != 'running':
-    return earlier
-  counts = counting.count(arch, num_classes)
-  row = store.start(step=step, slot=slot, arch=arch, decisions=[], stage=STAGE,
-                    latency_ms=extra.get('latency_ms'), params=counts['params'],
-                    macs=counts['macs'], extra=extra)
-  t0 = time.time()
-  try:
-    result = train()
-    status, reason, acc = result.status, result.reason or None, result.val_accuracy
-  except Exception as e:  # A crashed proposal is a failed proposal, not a crashed run.
-    logging.exception('netadapt: %s crashed', arch.id)
-    status, reason, acc = 'failed', f'{type(e).__name__}: {e}', None
-  store.finish(row, status=status, reason=reason, accuracy=acc if status == 'done' else None,
-               train_seconds=time.time() - t0)
-  return store.slot(step, slot, stage=STAGE)
+FIELDS = ('delta_ratio', 'target_ratio', 'target_ms', 'max_iterations', 'seed_steps',
+          'finetune_steps', 'proposals_per_iteration', 'divisor', 'min_width', 'keep_checkpoints')
 
 
 def check_config(config) -> None:
-  """Raises SpaceError naming the first netadapt field outside its allowed values."""
+  """Raises ConfigError naming the first netadapt field missing or outside its values."""
+  config_lib.require(config, FIELDS, 'config.netadapt')
   rules = [('delta_ratio', lambda v: 0 < v < 1, '0 < delta_ratio < 1 (the paper: 0.01)'),
            ('target_ratio', lambda v: 0 <= v < 1, '0 (use target_ms) or 0 < target_ratio < 1'),
            ('target_ms', lambda v: v is None or v >= 0, 'None or milliseconds >= 0'),
@@ -417,9 +382,9 @@ def check_config(config) -> None:
            ('divisor', lambda v: v >= 1, 'an integer >= 1 (the paper: 8)'),
            ('min_width', lambda v: v >= 1, 'an integer >= 1')]
   for field, ok, allowed in rules:
-    value = config.get(field) if hasattr(config, 'get') else getattr(config, field, None)
+    value = config[field]
     if (value is not None or field != 'target_ms') and not (value is not None and ok(value)):
-      raise SpaceError(f'netadapt.{field}={value!r} is not allowed; allowed: {allowed}')
+      raise ConfigError(f'netadapt.{field}={value!r} is not allowed; allowed: {allowed}')
 
 
 def run(seed_arch: Architecture, config, workdir: str, predictor, *, trainer=None,
@@ -432,40 +397,42 @@ def run(seed_arch: Architecture, config, workdir: str, predictor, *, trainer=Non
   `trainer` has `train(arch, workdir, steps, init_variables) -> TrainResult` and
   `variables(workdir)` (default: a `ProxyTrainer`, which needs `config.train`).
   """
-  from mnas import summaries
   check_config(config)
   os.makedirs(workdir, exist_ok=True)
   trainer = trainer or ProxyTrainer(config.train, seed)
-  store = store_lib.Store(os.path.join(workdir, 'results.sqlite'))
+  store = Store(os.path.join(workdir, 'results.sqlite'))
+  evaluator = Evaluator(store, stage=STAGE, failure_reward=None, reuse=False,
+                        num_classes=num_classes)
   state_path = os.path.join(workdir, 'state.json')
-  state = _read_json(state_path)
+  state = jsonfile.read(state_path, None)
   if state is None:
     arch = materialize(seed_arch)
     lat = float(predictor.predict(arch))
-    ratio = float(_cfg(config, 'target_ratio', 0.0))
-    target = ratio * lat if ratio > 0 else float(_cfg(config, 'target_ms', 0.0))
+    ratio = float(config.target_ratio)
+    target = ratio * lat if ratio > 0 else float(config.target_ms or 0.0)
     if not target > 0:
       raise ValueError('netadapt: set target_ms (> 0) or target_ratio (0 < ratio < 1)')
     # The seed trains as given (the same network and parameter tree as its materialized
     # form, whose compiled steps a search in this process may already have cached).
     state = dict(seed=dict(arch=str(arch), trained_as=str(seed_arch), latency_ms=lat),
                  delta_ms=float(config.delta_ratio) * lat, target_ms=target, iterations=[])
-    _write_json(state_path, state)
+    jsonfile.write(state_path, state)
   delta, target = state['delta_ms'], state['target_ms']
-  writer = summaries.NetAdaptWriter(os.path.join(workdir, 'tensorboard'))
+  writer = metrics.MetricWriter(os.path.join(workdir, 'tensorboard'))
   seed_dir = os.path.join(workdir, 'seed')
   seed_net = parse(state['seed']['arch'])
   trained_as = parse(state['seed'].get('trained_as', state['seed']['arch']))
-  row = _train_row(store, 0, 0, seed_net, seed_dir,
-                   lambda: trainer.train(trained_as, seed_dir, int(config.seed_steps)), num_classes,
-                   dict(kind='seed', latency_ms=state['seed']['latency_ms']))
-  if row['status'] != 'done':
-    raise RuntimeError(f'netadapt: training the seed failed: {row["reason"]}')
+  row = evaluator.evaluate(
+      0, Candidate(0, seed_net, latency_ms=state['seed']['latency_ms']),
+      proxy=lambda _: trainer.train(trained_as, seed_dir, int(config.seed_steps)),
+      extra=dict(kind='seed', latency_ms=state['seed']['latency_ms']))
+  if row.status != 'done':
+    raise RuntimeError(f'netadapt: training the seed failed: {row.reason}')
   parent = dict(arch=str(seed_net), latency_ms=state['seed']['latency_ms'],
-                accuracy=row['accuracy'], workdir=seed_dir)
+                accuracy=row.accuracy, workdir=seed_dir)
   logging.info('netadapt: seed %.4f ms (target %.4f ms, delta %.4f ms), accuracy %.4f',
                parent['latency_ms'], target, delta, parent['accuracy'])
-  writer.iteration(0, parent, None, 0)
+  _write_iteration(writer, 0, parent, None, 0)
   for done in state['iterations']:
     parent = done['winner']
   stop = ''
@@ -477,39 +444,52 @@ def run(seed_arch: Architecture, config, workdir: str, predictor, *, trainer=Non
     if it > int(config.max_iterations):
       stop = f'max_iterations={config.max_iterations} reached'
       break
-    winner, n = _iteration(it, parent, state, config, workdir, predictor, trainer, store,
-                           num_classes, seed)
+    winner, n = _iteration(it, parent, state, config, workdir, predictor, trainer, evaluator,
+                           seed)
     if winner is None:
       stop = (f'iteration {it}: no proposal ' + ('cuts delta' if not n else 'trained successfully'))
       break
     state['iterations'].append(dict(iteration=it, winner=winner, proposals=n))
-    _write_json(state_path, state)
-    writer.iteration(it, winner, parent, n)
+    jsonfile.write(state_path, state)
+    _write_iteration(writer, it, winner, parent, n)
     parent = winner
   writer.close()
   store.close()
   logging.info('netadapt: stopped: %s', stop)
   summary = dict(parent, iterations=len(state['iterations']), target_ms=target, delta_ms=delta,
                  seed=state['seed'], stopped=stop)
-  _write_json(os.path.join(workdir, 'result.json'), summary)
+  jsonfile.write(os.path.join(workdir, 'result.json'), summary)
   return summary
 
 
+def _write_iteration(writer: metrics.MetricWriter, it: int, net: dict, parent: dict | None,
+                     proposals: int) -> None:
+  """Per-iteration summaries: latency, accuracy, proposals, score, the architecture."""
+  scalars = {'netadapt/latency_ms': net['latency_ms'], 'netadapt/accuracy': net['accuracy'],
+             'netadapt/proposals': proposals}
+  if parent is not None:
+    scalars['netadapt/score'] = net.get('score', 0.0)
+  writer.write_scalars(it, scalars)
+  writer.write_texts(it, {'netadapt/architecture': (
+      f'`{net["arch"]}`  \n{net.get("proposal", "seed")}: {net["latency_ms"]:.4f} ms, '
+      f'accuracy {net["accuracy"]:.4f}')})
+  writer.flush()
+
+
 def _iteration(it: int, parent: dict, state: dict, config, workdir: str, predictor, trainer,
-               store, num_classes: int, seed: int) -> tuple[dict | None, int]:
+               evaluator: Evaluator, seed: int) -> tuple[dict | None, int]:
   """One NetAdapt iteration: proposals, inherit + fine-tune + evaluate each, the winner."""
   it_dir = os.path.join(workdir, f'iter_{it:03d}')
   os.makedirs(it_dir, exist_ok=True)
   parent_arch = parse(parent['arch'])
   path = os.path.join(it_dir, 'proposals.json')
-  saved = _read_json(path)
+  saved = jsonfile.read(path, None)
   if saved is None:  # Fixed before anything trains: a resumed iteration sees the same ones.
     props = proposals(parent_arch, predictor.predict, state['delta_ms'],
-                      divisor=int(_cfg(config, 'divisor', 8)),
-                      min_width=int(_cfg(config, 'min_width', 8)),
-                      limit=int(_cfg(config, 'proposals_per_iteration', 0)),
+                      divisor=int(config.divisor), min_width=int(config.min_width),
+                      limit=int(config.proposals_per_iteration),
                       rng=np.random.default_rng([seed, it]))
-    _write_json(path, [p.to_json() for p in props])
+    jsonfile.write(path, [p.to_json() for p in props])
   else:
     props = [Proposal.from_json(p) for p in saved]
   if not props:
@@ -519,26 +499,26 @@ def _iteration(it: int, parent: dict, state: dict, config, workdir: str, predict
   for j, p in enumerate(props):
     p_dir = os.path.join(it_dir, f'p{j:02d}')
 
-    def train(p=p, p_dir=p_dir):
+    def train(_, p=p, p_dir=p_dir):
       nonlocal parent_vars
       if parent_vars is None:
         parent_vars = trainer.variables(parent['workdir'])
       init = inherit(parent_vars, parent_arch, p.arch)
       return trainer.train(p.arch, p_dir, int(config.finetune_steps), init)
 
-    row = _train_row(store, it, j, p.arch, p_dir, train, num_classes,
-                     dict({k: v for k, v in p.to_json().items() if k != 'arch'},
-                          parent_accuracy=parent['accuracy']))
+    row = evaluator.evaluate(it, Candidate(j, p.arch, latency_ms=p.latency_ms), proxy=train,
+                             extra=dict({k: v for k, v in p.to_json().items() if k != 'arch'},
+                                        parent_accuracy=parent['accuracy']))
     score = None
-    if row['status'] == 'done':
-      score = (row['accuracy'] - parent['accuracy']) / abs(p.cut_ms)
-      scored.append((score, j, row['accuracy']))
+    if row.status == 'done':
+      score = (row.accuracy - parent['accuracy']) / abs(p.cut_ms)
+      scored.append((score, j, row.accuracy))
     logging.info('netadapt iteration %d proposal %d/%d (%s): %s, latency %.4f ms (-%.4f), '
                  'accuracy %s (parent %.4f), score %s %s', it, j + 1, len(props), p.describe(),
-                 row['status'], p.latency_ms, p.cut_ms,
-                 'n/a' if row['accuracy'] is None else f'{row["accuracy"]:.4f}',
+                 row.status, p.latency_ms, p.cut_ms,
+                 'n/a' if row.accuracy is None else f'{row.accuracy:.4f}',
                  parent['accuracy'], 'n/a' if score is None else f'{score:.4g}',
-                 row['reason'] or '')
+                 row.reason or '')
   if not scored:
     return None, len(props)
   score, j, acc = max(scored)
@@ -547,7 +527,7 @@ def _iteration(it: int, parent: dict, state: dict, config, workdir: str, predict
                 workdir=os.path.join(it_dir, f'p{j:02d}'), proposal=p.describe(), score=score)
   logging.info('netadapt iteration %d: %s wins (score %.4g): %.4f ms, accuracy %.4f', it,
                p.describe(), score, p.latency_ms, acc)
-  if not _cfg(config, 'keep_checkpoints', False):
+  if not config.keep_checkpoints:
     for k in range(len(props)):
       if k != j:
         shutil.rmtree(os.path.join(it_dir, f'p{k:02d}'), ignore_errors=True)

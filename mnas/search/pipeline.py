@@ -1,6 +1,7 @@
 r"""The MobileNetV3 recipe end to end (Howard et al. 2019, sections 4 and 6.1).
 
-  search    platform-aware block-wise search (MnasNet controller and reward; `mnas.search`)
+  search    platform-aware block-wise search (MnasNet controller and reward;
+            `mnas.search.multi_trial`)
   netadapt  layer-wise refinement of the search's best (or a named seed; `mnas.netadapt`)
   train     final training of the result with the MobileNetV3 recipe (`config.final`)
   export    architecture, orbax checkpoint, LiteRT flatbuffer, measured latency (`mnas.export`)
@@ -21,13 +22,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
 
 from absl import logging
 
 import search_spaces
-from mnas import counting
-from mnas.space import Architecture, SpaceError, parse
+from mnas import counting, jsonfile, metrics
+from mnas.errors import ConfigError
+from mnas.search import multi_trial, netadapt, results
+from mnas.space import Architecture, parse
 
 STAGES = ('search', 'netadapt', 'train', 'export', 'compare')
 
@@ -36,28 +38,16 @@ def check_stages(stages) -> tuple[str, ...]:
   stages = tuple(stages)
   bad = [s for s in stages if s not in STAGES]
   if bad or not stages:
-    raise SpaceError(f'config.pipeline={stages!r}: unknown stage(s) {bad}; allowed: {STAGES}')
+    raise ConfigError(f'config.pipeline={stages!r}: unknown stage(s) {bad}; allowed: {STAGES}')
   if list(stages) != sorted(stages, key=STAGES.index):
-    raise SpaceError(f'config.pipeline={stages!r}: stages must keep the order {STAGES}')
+    raise ConfigError(f'config.pipeline={stages!r}: stages must keep the order {STAGES}')
   return stages
-
-
-def _read(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
-
-
-def _write(path: str, obj: Any) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
 
 
 def run(config, workdir: str, *, predictor=None) -> dict[str, dict]:
   """Runs (or resumes) the stages of `config.pipeline`; returns each stage's summary."""
   from mnas import latency
-  stages = check_stages(config.get('pipeline', STAGES))
+  stages = check_stages(config.pipeline)
   os.makedirs(workdir, exist_ok=True)
   if predictor is None:
     space = search_spaces.get_space(config.space)
@@ -69,7 +59,7 @@ def run(config, workdir: str, *, predictor=None) -> dict[str, dict]:
     stage_dir = os.path.join(workdir, name)
     done = os.path.join(stage_dir, 'done.json')
     if os.path.exists(done):
-      outputs[name] = _read(done)
+      outputs[name] = jsonfile.read(done)
       logging.info('pipeline: stage %s already complete (%s), skipped', name, done)
       continue
     os.makedirs(stage_dir, exist_ok=True)
@@ -77,9 +67,19 @@ def run(config, workdir: str, *, predictor=None) -> dict[str, dict]:
     t0 = time.time()
     out = STAGE_FNS[name](config, stage_dir, outputs, predictor)
     out['seconds'] = round(time.time() - t0, 1)
-    _write(done, out)
+    jsonfile.write(done, out)
     outputs[name] = out
     logging.info('pipeline: stage %s done in %.0f s', name, out['seconds'])
+  return outputs
+
+
+def report(workdir: str) -> dict:
+  """Prints the stages done and the comparison table; returns the stages' summaries."""
+  outputs = {name: jsonfile.read(os.path.join(workdir, name, 'done.json'))
+             for name in STAGES if os.path.exists(os.path.join(workdir, name, 'done.json'))}
+  if 'compare' in outputs:
+    print('\n' + outputs['compare']['table'])
+  print(f'\nPipeline stages done: {", ".join(outputs) or "none"} (in {workdir}/<stage>/)')
   return outputs
 
 
@@ -88,28 +88,26 @@ def run(config, workdir: str, *, predictor=None) -> dict[str, dict]:
 
 
 def _search(config, d: str, outputs: dict, predictor) -> dict:
-  from mnas import search
-  summary = search.run(config, d, predictor=predictor)
-  best = search.report(d)
+  summary = multi_trial.run(config, d, predictor=predictor)
+  best = results.report(d)
   if not best:
     raise RuntimeError(f'search: no candidate finished successfully (see {d}/results.sqlite)')
   return dict(best, evaluations=summary['evaluations'])
 
 
 def _seed(config, outputs: dict) -> Architecture:
-  spec = config.netadapt.get('seed') or ''
+  spec = config.netadapt.seed
   if spec:
-    return search_spaces.load_arch(spec, resolution=config.get('resolution') or None)
+    return search_spaces.load_arch(spec, resolution=config.resolution or None)
   if 'search' not in outputs:
-    raise SpaceError("netadapt.seed='' means the block search's best, but config.pipeline has "
+    raise ConfigError("netadapt.seed='' means the block search's best, but config.pipeline has "
                      "no 'search' stage: name a seed (a reference, string or JSON file)")
   return parse(outputs['search']['arch'])
 
 
 def _netadapt(config, d: str, outputs: dict, predictor) -> dict:
-  from mnas import netadapt
   cfg = config.netadapt.copy_and_resolve_references()
-  if not cfg.target_ratio and not cfg.get('target_ms'):
+  if not cfg.target_ratio and not cfg.target_ms:
     cfg.target_ms = float(config.reward.target_ms)
   return netadapt.run(_seed(config, outputs), cfg, d, predictor,
                       trainer=netadapt.ProxyTrainer(config.train, config.seed),
@@ -129,12 +127,11 @@ def final_train(arch: Architecture, config, d: str) -> dict:
   from mnas import train
   cfg = config.final.copy_and_resolve_references()
   cfg.arch, cfg.resolution, cfg.width_multiplier = str(arch), arch.resolution, None
-  if cfg.get('data_dir') is None:
-    cfg.data_dir = config.train.get('data_dir')
+  if cfg.data_dir is None:
+    cfg.data_dir = config.train.data_dir
   result_path = os.path.join(d, 'result.json')
-  if os.path.exists(result_path) and _read(result_path).get('status') == 'done':
-    result = _read(result_path)
-  else:
+  result = jsonfile.read(result_path, {})
+  if result.get('status') != 'done':  # Not trained yet, or interrupted: (resume and) train.
     result = train.train_and_evaluate(cfg, d).to_json()
   if result['status'] != 'done':
     raise RuntimeError(f'final training of {arch.id} failed: {result["reason"]}')
@@ -153,7 +150,7 @@ def _export(config, d: str, outputs: dict, predictor) -> dict:
   variables = (checkpoints.read_variables(os.path.join(train_dir, 'checkpoints'))
                if train_dir else None)
   if variables is None:
-    raise SpaceError("export needs the trained network: config.pipeline must include 'train'")
+    raise ConfigError("export needs the trained network: config.pipeline must include 'train'")
   out = export.export(arch, variables, d, config.num_classes, predictor=predictor,
                       tflite=bool(config.export.tflite))
   _text(d, 'export', '```\n' + json.dumps(out, indent=1) + '\n```')
@@ -161,9 +158,8 @@ def _export(config, d: str, outputs: dict, predictor) -> dict:
 
 
 def _text(d: str, tag: str, text: str) -> None:
-  from tensorboardX import SummaryWriter
-  with SummaryWriter(os.path.join(d, 'tensorboard')) as w:
-    w.add_text(tag, text, 0)
+  with metrics.MetricWriter(os.path.join(d, 'tensorboard')) as w:
+    w.write_texts(0, {tag: text})
 
 
 # -------------------------------------------------------------------------------------------
@@ -189,7 +185,7 @@ def scale_to_latency(name: str, target_ms: float, predict, resolution: int,
 
 def _compare(config, d: str, outputs: dict, predictor) -> dict:
   from mnas import export
-  target = (config.compare.get('target_ms') or outputs.get('netadapt', {}).get('target_ms')
+  target = (config.compare.target_ms or outputs.get('netadapt', {}).get('target_ms')
             or float(config.reward.target_ms))
   found = found_arch(config, outputs)
   models = [('found', found, _train_summary(config, outputs, found, d))]

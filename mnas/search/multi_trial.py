@@ -1,0 +1,139 @@
+"""The multi-trial hardware-aware search loop (MnasNet, Tan et al. 2019, section 3, Figure 1).
+
+Each controller step: sample a batch of architectures, predict their latency from the
+measured table (cheap, before training), evaluate each candidate on the proxy task
+(`mnas.search.evaluation`), compute rewards, update the controller, log, checkpoint.
+Everything lands in the workdir:
+
+  workdir/results.sqlite   one row per candidate evaluation (`mnas.search.store`)
+  workdir/controller/      checkpoints of the controller state (`mnas.checkpoints`)
+  workdir/latency/         the measured latency table (built on first use)
+  workdir/tensorboard/     summaries; workdir/tensorboard/hparams/ one HParams trial per candidate
+
+Resume: killing the process at any moment and running the same command continues from the
+last controller checkpoint; the step's samples are drawn again from the same RNG, finished
+candidates of that step are read back from the store (neither lost nor duplicated) and the
+ones that were in flight are evaluated again. A step's summaries are written before its
+checkpoint, so a kill loses none.
+
+With several processes (`jax.distributed`), process 0 runs this loop and deals the
+candidates that need training to every process (`mnas.search.candidate_parallel`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+import search_spaces
+from mnas import checkpoints, config as config_lib, distributed, rewards
+from mnas.controllers import make_controller
+from mnas.search import candidate_parallel, results
+from mnas.search.evaluation import Candidate, Evaluator, Proxy
+from mnas.search.store import Store
+from mnas.search.summaries import SearchWriter
+
+FIELDS = ('space', 'resolution', 'controller', 'controller_kwargs', 'num_steps',
+          'candidates_per_step', 'seed', 'max_seconds', 'reward.kind', 'reward.target_ms',
+          'reward.params', 'failure_reward', 'max_latency_ms', 'num_classes',
+          'pareto_every_steps', 'hparams_per_candidate')
+
+
+def make_reward_fn(config: ml_collections.ConfigDict):
+  """The search's reward `(accuracy, latency_ms) -> reward` (`config.reward`)."""
+  cfg = config.reward
+  return rewards.make_reward(cfg.kind, cfg.target_ms, **dict(cfg.params))
+
+
+def train_proxy(config: ml_collections.ConfigDict) -> Proxy:
+  """The proxy task: `arch -> TrainResult` (`mnas.train.train_candidate` with config.train).
+
+  A candidate trains on this process's devices only, whatever the number of processes.
+  """
+  from mnas import train as train_lib
+  def proxy(arch):
+    return train_lib.train_candidate(arch, config.train, workdir=None, seed=config.seed,
+                                     devices=jax.local_devices())
+  return proxy
+
+
+def decode(space, config, indices) -> search_spaces.Architecture:
+  """The architecture of decision `indices`, at `config.resolution` when that is set."""
+  arch = space.decode(np.asarray(indices))
+  return arch.replace(resolution=config.resolution) if config.resolution else arch
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None = None,
+        predictor=None) -> dict:
+  """Runs (or resumes) a search; returns a summary with the best candidate.
+
+  `proxy` (default: training, `train_proxy`) and `predictor` (default: the measured table
+  in workdir/latency) can be injected, e.g. fakes in tests.
+  """
+  config_lib.require(config, FIELDS)
+  space = search_spaces.get_space(config.space)
+  proxy = proxy or train_proxy(config)
+  if not distributed.is_main():  # Candidate-parallel: only process 0 writes to the workdir.
+    return candidate_parallel.serve(lambda idx: decode(space, config, idx), proxy)
+  os.makedirs(workdir, exist_ok=True)
+  if predictor is None:
+    from mnas import latency
+    predictor = latency.predictor_for_search(config.latency, space, os.path.join(workdir, 'latency'))
+  controller = make_controller(config.controller, space.num_options,
+                               **dict(config.controller_kwargs))
+  store = Store(os.path.join(workdir, 'results.sqlite'))
+  evaluator = Evaluator(store, proxy=proxy, reward_fn=make_reward_fn(config),
+                        failure_reward=config.failure_reward,
+                        max_latency_ms=config.max_latency_ms, num_classes=config.num_classes)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'controller'), async_save=False,
+                                  this_process_only=True)
+  init_rng, rng = jax.random.split(jax.random.key(config.seed))
+  state, start = controller.init(init_rng), 0
+  restored = ckpt.restore(state)
+  if restored is not None:
+    start, state, _ = restored
+    logging.info('resuming the search at controller step %d (%d evaluations in the store)',
+                 start, len(store.finished()))
+  writer = SearchWriter(os.path.join(workdir, 'tensorboard'), space, config)
+  t_start, end = time.time(), start
+  try:
+    for step in range(start, config.num_steps):
+      t0 = time.time()
+      idx = np.asarray(controller.sample(state, jax.random.fold_in(rng, step),
+                                         config.candidates_per_step), np.int32)
+      archs = [decode(space, config, i) for i in idx]
+      lat = np.asarray(predictor.predict_batch(archs), np.float64)
+      cands = [Candidate(s, archs[s], idx[s], float(lat[s])) for s in range(len(archs))]
+      if jax.process_count() > 1:
+        candidate_parallel.evaluate(evaluator, step, cands, plan_id=step - start)
+      for c in cands:
+        evaluator.evaluate(step, c)
+        logging.info('step %d/%d slot %d %s: %s acc=%s lat=%.2fms reward=%.4f %s', step + 1,
+                     config.num_steps, c.slot, c.arch.id, c.status,
+                     None if c.accuracy is None else round(c.accuracy, 4), c.latency_ms,
+                     c.reward, c.reason or '')
+      active = np.stack([space.active(i) for i in idx])
+      state, metrics = controller.update(state, idx, active,
+                                         np.array([c.reward for c in cands], np.float32))
+      end = step + 1
+      writer.write_step(end, cands, metrics, controller.probabilities(state), store,
+                        seconds=time.time() - t0)
+      ckpt.save(end, state)
+      if config.max_seconds and time.time() - t_start > config.max_seconds and end < config.num_steps:
+        logging.warning('search: max_seconds %g reached after step %d of %d; run again to resume',
+                        config.max_seconds, end, config.num_steps)
+        break
+  finally:
+    writer.close()
+    ckpt.close()
+  if jax.process_count() > 1:
+    candidate_parallel.finish(plan_id=end - start)
+  finished = store.finished()
+  store.close()
+  best = results.best_rows(finished, 1)
+  return {'workdir': workdir, 'evaluations': len(finished), 'best': best[0] if best else None}

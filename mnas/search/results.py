@@ -1,0 +1,104 @@
+"""What a search found: the best rows, the Pareto front, the report and its plot.
+
+  python launch.py report --workdir DIR
+
+prints the Pareto front (accuracy vs predicted latency) and the top candidates by reward
+and writes DIR/pareto.png and DIR/best_arch.json (accepted as `--arch` by `describe`,
+`train` and `latency predict`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mnas import jsonfile
+from mnas.search.store import Store
+
+
+def best_rows(rows: list[dict], k: int) -> list[dict]:
+  """The k rows of highest reward among those that did not fail."""
+  ok = [r for r in rows if r['reward'] is not None and r['status'] != 'failed']
+  return sorted(ok, key=lambda r: -r['reward'])[:k]
+
+
+def distinct(rows: list[dict]) -> list[dict]:
+  """One row per architecture (its first), of those with an accuracy."""
+  out = {}
+  for r in rows:
+    if r['status'] in ('done', 'reused') and r['accuracy'] is not None:
+      out.setdefault(r['arch_id'], r)
+  return list(out.values())
+
+
+def pareto_front(rows: list[dict]) -> list[dict]:
+  """Rows not dominated in (higher accuracy, lower latency)."""
+  front, best_acc = [], -np.inf
+  for r in sorted(rows, key=lambda r: (r['latency_ms'], -r['accuracy'])):
+    if r['accuracy'] > best_acc:
+      front.append(r)
+      best_acc = r['accuracy']
+  return front
+
+
+def pareto_plot(rows: list[dict], front: list[dict], path: str | None = None):
+  """Accuracy vs predicted latency of every candidate, with the Pareto front.
+
+  Saves a PNG when `path` is given; returns the matplotlib figure.
+  """
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+  if rows:
+    ax.scatter([r['latency_ms'] for r in rows], [r['accuracy'] for r in rows], s=12,
+               alpha=0.6, label='candidates')
+  if front:
+    ax.plot([r['latency_ms'] for r in front], [r['accuracy'] for r in front], 'r.-',
+            label='Pareto front')
+  ax.set_xlabel('predicted latency (ms)')
+  ax.set_ylabel('proxy-task accuracy')
+  ax.grid(alpha=0.3)
+  if rows or front:
+    ax.legend(loc='lower right')
+  fig.tight_layout()
+  if path:
+    fig.savefig(path)
+  return fig
+
+
+def best_arch_json(row: dict) -> dict:
+  """The best_arch.json of a store row."""
+  return {'arch': row['arch'], 'id': row['arch_id'], 'accuracy': row['accuracy'],
+          'latency_ms': row['latency_ms'], 'reward': row['reward'], 'params': row['params'],
+          'macs': row['macs']}
+
+
+def report(workdir: str, top: int = 10) -> dict:
+  """Prints the Pareto front and top candidates of a multi-trial search; writes pareto.png and
+  best_arch.json; returns the best architecture's summary ({} when none finished)."""
+  store = Store.open_existing(os.path.join(workdir, 'results.sqlite'))
+  try:
+    rows = distinct(store.finished())
+    failed = store.count('failed')
+  finally:
+    store.close()
+  front = pareto_front(rows)
+  best = best_rows(rows, top)
+  header = f'{"reward":>8} {"acc":>6} {"lat_ms":>7} {"params":>9} {"MACs(M)":>8}  architecture'
+  fmt = lambda r: (f'{r["reward"]:8.4f} {r["accuracy"]:6.3f} {r["latency_ms"]:7.2f} '
+                   f'{r["params"]:9d} {r["macs"] / 1e6:8.1f}  {r["arch"]}')
+  print(f'{len(rows)} architectures evaluated ({failed} failed rows)')
+  print('\nPareto front (accuracy vs predicted latency):\n' + header)
+  print('\n'.join(fmt(r) for r in front))
+  print(f'\nTop {len(best)} by reward:\n' + header)
+  print('\n'.join(fmt(r) for r in best))
+  pareto_plot(rows, front, os.path.join(workdir, 'pareto.png'))
+  if not best:
+    return {}
+  out = best_arch_json(best[0])
+  jsonfile.write(os.path.join(workdir, 'best_arch.json'), out)
+  print(f'\nwrote {workdir}/pareto.png and {workdir}/best_arch.json '
+        '(accepted by describe, train and latency predict as --arch)')
+  return out
