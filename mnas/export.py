@@ -14,7 +14,7 @@
 
 The flatbuffer is converted from `jax.export` StableHLO by `litert-converter` (no
 TensorFlow), with grouped depthwise convolutions (one DEPTHWISE_CONV_2D each, XNNPACK's
-kernel; `mnas.latency_targets.litert_impl`).
+kernel; `mnas.latency.litert_impl`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from absl import logging
 import numpy as np
 
-from mnas import counting, latency_targets
+from mnas import counting, latency
 from mnas.space import Architecture
 
 # Largest |LiteRT - Flax| allowed, relative to the largest |Flax| output: float32 with the
@@ -54,14 +54,14 @@ def load_checkpoint(directory: str) -> dict:
 def _apply_fn(arch: Architecture, variables: dict, num_classes: int, depthwise_impl: str):
   from mnas import models
   model = models.build_model(arch, num_classes, depthwise_impl=depthwise_impl,
-                             layer_impl=latency_targets.LITERT_LAYER_IMPL)
+                             layer_impl=latency.LITERT_LAYER_IMPL)
   return lambda x: model.apply(variables, x, train=False)
 
 
 def to_tflite(arch: Architecture, variables: dict, num_classes: int) -> bytes:
   """The inference network (batch 1, NHWC float32) as a LiteRT flatbuffer."""
-  fn = _apply_fn(arch, variables, num_classes, latency_targets.litert_impl('auto'))
-  return latency_targets.to_tflite(fn, [(1, arch.resolution, arch.resolution, 3)])
+  fn = _apply_fn(arch, variables, num_classes, latency.litert_impl('auto'))
+  return latency.to_tflite(fn, [(1, arch.resolution, arch.resolution, 3)])
 
 
 def check_tflite(content: bytes, arch: Architecture, variables: dict, num_classes: int,
@@ -74,7 +74,7 @@ def check_tflite(content: bytes, arch: Architecture, variables: dict, num_classe
   inp, out = it.get_input_details()[0], it.get_output_details()[0]
   abs_diff, scale = 0.0, 0.0
   for j in range(n):
-    x = latency_targets.random_input((1, arch.resolution, arch.resolution, 3), seed + j)
+    x = latency.random_input((1, arch.resolution, arch.resolution, 3), seed + j)
     it.set_tensor(inp['index'], x)
     it.invoke()
     y_lite = it.get_tensor(out['index'])
@@ -88,7 +88,6 @@ def check_tflite(content: bytes, arch: Architecture, variables: dict, num_classe
 
 def measure_latency(table, archs: Sequence[Architecture], num_classes: int) -> list[float]:
   """End-to-end milliseconds of `archs` on `table`'s target (as `latency validate`)."""
-  from mnas import latency
   log = os.path.splitext(table.path)[0] + '.worker.log' if table.path else None
   builder = latency.Builder(table, log_path=log, progress=False)
   try:
@@ -118,7 +117,7 @@ def export(arch: Architecture, variables: dict, out_dir: str, num_classes: int, 
   if tflite:
     try:
       content = to_tflite(arch, variables, num_classes)
-    except latency_targets.TargetUnavailableError as e:
+    except latency.TargetUnavailableError as e:
       summary['tflite'] = None
       summary['tflite_skipped'] = str(e)
       logging.warning('export: no LiteRT flatbuffer: %s', e)

@@ -1,4 +1,4 @@
-"""Latency tables and the predictor (mnas.latency, mnas.latency_targets)."""
+"""Latency tables and the predictor (mnas.latency)."""
 import json
 import os
 import time
@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 import search_spaces
+from experiments import latency as latency_config
 from mnas import latency
-from mnas import latency_targets as targets
+from mnas.errors import ConfigError, DataError
+from mnas.latency import targets
 from mnas.space import Head, Space, SpaceError, Stage, Stem, parse
 
 # A very small MobileNetV3-like space: 32x32 input, two stages, few options.
@@ -25,6 +27,9 @@ MICRO = Space(
     name='test_micro', stem=Stem(8, 'relu'), head=Head(pre=((16, 'relu'),)),
     stages=(Stage(stride=2, out=(8,), depth=(1, 2), block=(('ir', 2.0),), kernel=(3, 5)),),
     resolution=(32,))
+
+# The measurement settings of experiments/latency.py.
+SETTINGS = latency.Settings.from_config(latency_config.get_config())
 
 
 def fake_stats(spec: dict) -> dict:
@@ -61,7 +66,7 @@ class FakeRunner:
 
 
 def fake_table(space, keys=None, overhead=0.5, path=None, target='xla-cpu', **kw):
-  table = latency.new_table(space, target, path=path, **kw)
+  table = latency.new_table(space, target, SETTINGS, path=path, **kw)
   rng = np.random.default_rng(0)
   for k in keys if keys is not None else latency.space_keys(space):
     table.add(k, dict(median=float(rng.uniform(0.01, 1.0)), iqr=0.0))
@@ -156,7 +161,8 @@ def test_mismatched_table_is_refused(tmp_path):
   path2 = str(tmp_path / 'u.json')
   fake_table(SMALL, path=path2, target='gpu').save()
   with pytest.raises(latency.TableMismatchError, match='target'):
-    latency.build_table(SMALL, 'xla-cpu', path=path2, runner=FakeRunner(), progress=False)
+    latency.build_table(SMALL, 'xla-cpu', SETTINGS, path=path2, runner=FakeRunner(),
+                        progress=False)
 
 
 # --- the predictor --------------------------------------------------------------------------
@@ -229,7 +235,7 @@ def test_predictor_is_vectorised():
 
 def test_predictor_fills_missing_entries_on_demand():
   space = search_spaces.get_space('tiny')
-  table = latency.new_table(space)
+  table = latency.new_table(space, 'xla-cpu', SETTINGS)
   table.calibration = dict(overhead_ms=0.1)
   runner = FakeRunner()
   builder = latency.Builder(table, runner=runner, progress=False)
@@ -247,22 +253,24 @@ def test_predictor_fills_missing_entries_on_demand():
 def test_build_is_incremental_and_resumable(tmp_path):
   path = str(tmp_path / 'table.json')
   n = len(latency.space_keys(SMALL))
+  settings = SETTINGS.replace(save_every=3, calibration_archs=2)
   with pytest.raises(KeyboardInterrupt):
-    latency.build_table(SMALL, path=path, runner=FakeRunner(fail_after=7), save_every=3,
-                        calibration_archs=2, progress=False)
+    latency.build_table(SMALL, 'xla-cpu', settings, path=path, runner=FakeRunner(fail_after=7),
+                        progress=False)
   partial = latency.LatencyTable.load(path)
   assert len(partial) == 7 and not partial.meta['complete']  # Saved as it went, kept.
   runner = FakeRunner()
-  table = latency.build_table(SMALL, path=path, runner=runner, save_every=3, calibration_archs=2,
+  table = latency.build_table(SMALL, 'xla-cpu', settings, path=path, runner=runner,
                               progress=False)
   assert runner.calls == n - 7  # Only what was missing.
   assert table.meta['complete'] and len(table) == n
   assert table.overhead_ms == pytest.approx(FakeRunner.OVERHEAD)
   runner = FakeRunner()
-  latency.build_table(SMALL, path=path, runner=runner, calibration_archs=2, progress=False)
+  latency.build_table(SMALL, 'xla-cpu', settings, path=path, runner=runner, progress=False)
   assert runner.calls == 0
-  report = latency.validate(latency.LatencyTable.load(path), SMALL, n=6, runner=FakeRunner(),
-                            progress=False, workdir=str(tmp_path))
+  report = latency.validate(latency.LatencyTable.load(path), SMALL, settings, n=6, seed=1,
+                            recalibrate=True, runner=FakeRunner(), progress=False,
+                            workdir=str(tmp_path))
   assert report['predictor']['within_5pct'] == 1.0
   assert report['predictor']['spearman'] == pytest.approx(1.0)
   assert os.path.exists(report['plot']) and os.path.exists(report['report'])
@@ -300,6 +308,34 @@ def test_import_then_predict(tmp_path, capsys):
     latency.main('import', config, str(tmp_path), None, [str(bad)])
 
 
+def test_a_config_without_a_field_fails_naming_it(tmp_path):
+  for name in ('repeats', 'save_every'):  # A measurement setting, a builder setting.
+    config = _config()
+    del config[name]
+    with pytest.raises(ConfigError, match=f'config.latency has no field {name}'):
+      latency.Settings.from_config(config)
+  config = _config(scope='on_demand')
+  del config['scope']
+  with pytest.raises(ConfigError, match='config.latency has no field scope'):
+    latency.predictor_for_search(config, SMALL, str(tmp_path))
+  del config['threads']
+  with pytest.raises(ConfigError, match='config has no field scope, threads'):
+    latency.main('build', config, str(tmp_path))
+  assert not os.listdir(tmp_path)  # Nothing built.
+  with pytest.raises(ConfigError, match="statistic='mode'"):
+    SETTINGS.replace(statistic='mode')
+
+
+def test_a_damaged_table_is_a_data_error_naming_the_file(tmp_path):
+  path = tmp_path / 'latency_xla-cpu_test_small_r32_w1.json'
+  path.write_text('{"meta": {"target": ')
+  with pytest.raises(DataError, match=str(path)):
+    latency.LatencyTable.load(str(path))
+  path.write_text('[1, 2]')
+  with pytest.raises(DataError, match='is not a latency table'):
+    latency.LatencyTable.load(str(path))
+
+
 def test_litert_target_explains_what_to_install():
   try:
     import ai_edge_litert  # noqa: F401
@@ -308,9 +344,10 @@ def test_litert_target_explains_what_to_install():
   except ImportError:
     pass
   with pytest.raises(targets.TargetUnavailableError, match=r'pip install -e \.\[tf\]'):
-    targets.open_runner('litert-cpu')
+    latency.open_runner('litert-cpu', 1, 1, 'auto', True)
   with pytest.raises(targets.TargetUnavailableError, match='ai-edge-litert'):
-    latency.export_entries(['stem_r32_i3_o8_k3_relu'], '/tmp/unused_export', progress=False)
+    latency.export_entries(['stem_r32_i3_o8_k3_relu'], '/tmp/unused_export', depthwise_impl='auto',
+                           progress=False)
 
 
 # --- the real thing: build + validate on xla-cpu ---------------------------------------------
@@ -322,17 +359,17 @@ def test_build_and_validate_on_xla_cpu(tmp_path):
   space = MICRO
   n = len(latency.space_keys(space, num_classes=10))
   path = os.path.join(workdir, 'micro.json')
-  table = latency.build_table(space, 'xla-cpu', path=path, num_classes=10, repeats=5, warmup=1,
-                              chain=2, min_seconds=0.0, remeasure=0, calibration_archs=2,
-                              progress=False)
+  settings = SETTINGS.replace(num_classes=10, repeats=5, warmup=1, chain=2, min_seconds=0.0,
+                              remeasure=0, calibration_archs=2)
+  table = latency.build_table(space, 'xla-cpu', settings, path=path, progress=False)
   assert len(table) == n and table.meta['complete']
   assert table.meta['threads'] == 1 and 'intra_op_parallelism_threads=1' in table.meta['xla_flags']
   assert table.meta['clock'] == 'cpu' and len(table.meta['cpu_affinity']) == 1
   assert all(e['ms'] >= 0 and e['n'] >= 5 for e in table.entries.values())
   assert sum(e['ms'] for e in table.entries.values()) > 0
   assert 'overhead_ms' in table.calibration
-  report = latency.validate(latency.LatencyTable.load(path), space, n=3, seed=1, workdir=workdir,
-                            progress=False)
+  report = latency.validate(latency.LatencyTable.load(path), space, settings, n=3, seed=1,
+                            recalibrate=True, workdir=workdir, progress=False)
   assert report['n'] == 3
   for k in ('rmse_ms', 'mape_pct', 'within_5pct', 'within_10pct', 'spearman'):
     assert k in report['predictor']

@@ -1,0 +1,173 @@
+"""Where latency is measured: the targets of a table, and the XLA ones' measurer.
+
+A *target* turns a table entry (a block, the stem or the head at its input shape; see
+`mnas.latency.keys`) or a whole architecture into a robust timing
+(`mnas.latency.timing`):
+
+  xla-cpu     the jitted Flax forward pass (inference mode) on the host CPU, batch 1, with
+              XLA's CPU threads fixed at process start through XLA_FLAGS (single-threaded by
+              default, like one mobile big core). When the current process was not started
+              with those flags, a worker subprocess that was is used
+              (`mnas.latency.runner.Worker`).
+  gpu         the same jitted forward pass on whatever accelerator JAX sees, at a
+              configurable batch size.
+  litert-cpu  the entry exported with `jax.export`, converted to a LiteRT flatbuffer by
+              `litert-converter` (TensorFlow-free) and run by `ai-edge-litert`'s interpreter
+              with XNNPACK (`pip install -e .[tf]`; `mnas.latency.litert`).
+  device      timed elsewhere (a phone): `latency export`, then `latency import`
+              (`mnas.latency.device`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+from mnas.errors import UserError
+from mnas.latency import entries, timing
+
+TARGETS = ('xla-cpu', 'gpu', 'litert-cpu', 'device')
+MEASURABLE = ('xla-cpu', 'gpu', 'litert-cpu')  # 'device': timed elsewhere, then imported.
+
+
+class TargetUnavailableError(UserError, RuntimeError):
+  """The target cannot be measured here (missing optional package, no such device)."""
+
+
+# ------------------------------------------------------------------------------------------
+# Threads, flags and the environment that a table records.
+# ------------------------------------------------------------------------------------------
+
+def xla_cpu_flags(threads: int) -> list[str]:
+  """XLA_FLAGS that fix XLA:CPU's intra-op threads (read once, at backend start)."""
+  if threads == 1:
+    return ['--xla_cpu_multi_thread_eigen=false', 'intra_op_parallelism_threads=1']
+  return ['--xla_cpu_multi_thread_eigen=true', f'intra_op_parallelism_threads={threads}']
+
+
+def process_has_flags(threads: int) -> bool:
+  """Whether this process was started with the XLA_FLAGS for `threads`."""
+  have = os.environ.get('XLA_FLAGS', '').split()
+  return all(f in have for f in xla_cpu_flags(threads))
+
+
+def cpu_model() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.lower().startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def environment(target: str) -> dict[str, Any]:
+  """Versions and machine facts recorded in a table's metadata (this process)."""
+  import flax
+  import jax
+  env = dict(cpu=cpu_model(), cpu_count=os.cpu_count(), python=platform.python_version(),
+             platform=platform.platform(), jax=jax.__version__, flax=flax.__version__,
+             numpy=np.__version__)
+  try:
+    import jaxlib
+    env['jaxlib'] = jaxlib.__version__
+  except Exception:  # pragma: no cover
+    pass
+  if target == 'litert-cpu':
+    try:
+      from importlib import metadata
+      env['ai_edge_litert'] = metadata.version('ai-edge-litert')
+      env['litert_converter'] = metadata.version('litert-converter')
+    except Exception:
+      pass
+  if target == 'gpu':
+    try:
+      env['device_kind'] = jax.devices()[0].device_kind
+    except Exception:
+      pass
+  return env
+
+
+# ------------------------------------------------------------------------------------------
+# XLA targets (CPU and accelerators): one process, jitted programs.
+# ------------------------------------------------------------------------------------------
+
+class XlaMeasurer:
+  """Times entries and architectures with jitted programs in *this* process."""
+
+  CACHE = 128  # Compiled end-to-end models kept for re-measurement rounds.
+
+  def __init__(self, target: str, batch_size: int, depthwise_impl: str):
+    import jax
+    self.target, self.batch_size, self.depthwise_impl = target, batch_size, depthwise_impl
+    self._cache: dict = {}
+    if target == 'gpu':
+      devs = [d for d in jax.devices() if d.platform != 'cpu']
+      if not devs:
+        raise TargetUnavailableError('target gpu: JAX sees no accelerator here '
+                                     f'(devices: {jax.devices()})')
+      self.device = devs[0]
+    else:
+      self.device = jax.devices('cpu')[0]
+
+  def _put(self, tree):
+    import jax
+    return jax.device_put(tree, self.device)
+
+  def _time(self, module, in_shape, protocol: Mapping[str, Any], chain_inputs: bool,
+            cache_key=None) -> dict:
+    import jax
+    if cache_key is not None and cache_key in self._cache:  # Compiled before: time again.
+      return timing.time_calls(protocol, self._cache[cache_key])
+    shape = (protocol['batch_size'],) + tuple(in_shape)
+    method, k = protocol['method'], int(protocol['chain'])
+    n = k if (method == 'marginal' and chain_inputs and k > 1) else 1
+    seed = int(protocol['seed'])
+    t0 = time.perf_counter()
+    shapes = entries.variable_shapes(module, shape)
+    # Every copy of a chain has its own variables and input: like the blocks of a network,
+    # each reads its weights once per call (shared weights would be cache-hot for copies 2..k).
+    vs = [self._put(entries.random_variables(module, shape, seed + j, shapes)) for j in range(n)]
+    xs = [self._put(entries.random_input(shape, 100 + j)) for j in range(n)]
+    if n == 1:
+      fn = jax.jit(module.apply)
+      single = lambda: jax.block_until_ready(fn(vs[0], xs[0]))
+      chained = None
+    else:
+      # One program, one compile: copy 1 always runs, copies 2..k run when `on` (lax.cond
+      # executes only the taken branch), so both timings share the program's per-call cost.
+      from jax import lax
+      import jax.numpy as jnp
+      out = jax.eval_shape(module.apply, vs[0], xs[0])
+
+      def program(vs, xs, on):
+        rest = lambda: [module.apply(v, x) for v, x in zip(vs[1:], xs[1:])]
+        none = lambda: [jnp.zeros(out.shape, out.dtype) for _ in vs[1:]]
+        return module.apply(vs[0], xs[0]), lax.cond(on, rest, none)
+      fn = jax.jit(program)
+      off_flag, on_flag = self._put(np.bool_(False)), self._put(np.bool_(True))
+      single = lambda: jax.block_until_ready(fn(vs, xs, off_flag))
+      chained = lambda: jax.block_until_ready(fn(vs, xs, on_flag))
+      chained()
+    single()
+    stats = timing.time_calls(protocol, single, chained, k, time.perf_counter() - t0)
+    if cache_key is not None:
+      while len(self._cache) >= self.CACHE:
+        self._cache.pop(next(iter(self._cache)))
+      self._cache[cache_key] = single
+    return stats
+
+  def measure_entry(self, spec: dict, protocol: Mapping[str, Any]) -> dict:
+    module, in_shape = entries.entry_module(spec, protocol['depthwise_impl'])
+    return self._time(module, in_shape, protocol, chain_inputs=True)
+
+  def measure_arch(self, arch_str: str, num_classes: int, protocol: Mapping[str, Any]) -> dict:
+    """End to end; the compiled model is kept, so measuring it again is cheap."""
+    model, in_shape = entries.arch_model(arch_str, num_classes, protocol['depthwise_impl'])
+    return self._time(model, in_shape, dict(protocol, method='single'), chain_inputs=False,
+                      cache_key=(arch_str, num_classes, protocol['batch_size']))
