@@ -277,8 +277,7 @@ def test_proxy_task_ranks_architectures(shapes_dir):
   assert good.val_accuracy > tiny.val_accuracy + 0.05, (good.val_accuracy, tiny.val_accuracy)
 
 
-@pytest.mark.skipif(not os.environ.get('MNAS_SLOW_TESTS'),
-                    reason='about 200 s: MNAS_SLOW_TESTS=1 runs it (the suite stays < 10 min)')
+@pytest.mark.slow  # About 200 s: `python -m pytest -m slow tests` runs it.
 def test_mobilenet_v3_small_learns_the_embedded_dataset(shapes_dir):
   """MobileNetV3-Small (the paper's architecture, 10 classes) at 128x128 after 1,000 steps of
   32 images: 21.6% validation accuracy measured (chance 10%; standard error ~0.009 on the
