@@ -18,8 +18,11 @@ Sources for the paper-scale values:
   [Goyal]    Goyal et al., "Accurate, Large Minibatch SGD", 2017 (linear lr scaling, warmup).
   [Szegedy]  Szegedy et al., "Rethinking the Inception Architecture", 2016 (label smoothing).
 
-Every field is read by mnas/train.py (which falls back to the same values, `DEFAULTS`, for
-fields a config leaves out, e.g. a search config's `train` block).
+Every field is read by mnas/train.py (`train.FIELDS`, `train.RUN_FIELDS`; the optimiser and
+schedule ones by mnas/optim.py), which has no defaults of its own: this config is the one
+place they live. A search config embeds it as `config.train` (and the pipeline's final
+training as `config.final`), see experiments/search_common.py; a config that lacks a field
+fails at once with a ConfigError naming it.
 """
 
 import ml_collections
@@ -41,12 +44,14 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
 
   # --- Data.
   c.dataset = 'mnas_shapes'  # Embedded, generated locally; 'mnas_shapes/tiny' for tests.
-  c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  c.data_dir = ml_collections.config_dict.placeholder(str)
   # Examples of 'train' held out as the validation split the search's proxy task reports
   # (the test split is never looked at by the search). None: the dataset's default (50,000
   # on ImageNet as in [MnasNet]; 2,000 of mnas_shapes' 20,000). 0: train on everything.
   c.holdout = None  # A count or a percentage string ('10%').
-  c.min_area = ml_collections.config_dict.placeholder(float)  # Random-crop area; None: data default.
+  # Smallest random-crop area (a fraction of the image); None: the dataset's default.
+  c.min_area = ml_collections.config_dict.placeholder(float)
   c.eval_split = 'test'  # What train_and_evaluate reports: 'test' or 'validation' (the holdout).
   c.data_threads = 2
 

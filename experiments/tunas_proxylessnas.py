@@ -56,7 +56,8 @@ TUNAS_PAPER = dict(
 
 
 def oneshot_block() -> ml_collections.ConfigDict:
-  """The `config.oneshot` fields (mnas.oneshot.ONESHOT_DEFAULTS), TuNAS's values."""
+  """The `config.oneshot` fields (every one mnas.oneshot reads: `ONESHOT_FIELDS`), TuNAS's
+  values; the code has no defaults of its own."""
   o = ml_collections.ConfigDict()
   o.num_epochs = 90.0  # Search length when config.num_steps <= 0.
   o.rl_learning_rate = 3e-4  # Per rl_base_batch_size training images.

@@ -26,6 +26,11 @@ training run. Each step:
 
 The final architecture is the most likely one (the argmax of every decision).
 
+Every setting is a config field: `config.oneshot` (experiments/tunas_proxylessnas.py
+`oneshot_block` documents each with its TuNAS source), the shared weights' training in
+`config.train` (experiments/train.py; optimiser and schedule from `mnas.optim`); `run`
+first checks that the config has every field it reads (`FIELDS`).
+
 The workdir holds what `mnas.search` writes:
   results.sqlite      one row per controller step and device (stage 'oneshot'): the
                       sampled architecture, its one-shot validation-batch accuracy, predicted
@@ -52,7 +57,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -70,37 +74,31 @@ import ml_collections
 import numpy as np
 import optax
 
-from mnas import checkpoints, counting, rewards, store as store_lib
+from mnas import checkpoints, counting, jsonfile, optim, parallel, rewards
+from mnas import store as store_lib
 from mnas import supernet as supernet_lib
 from mnas import train as train_lib
+from mnas.config import require
 from mnas.controllers import Reinforce
+from mnas.errors import ConfigError
+from mnas.parallel import AXIS
 
-AXIS = train_lib.AXIS
 STAGE = 'oneshot'  # The results store's `stage` of one-shot rows.
 
-# Fallbacks for the `config.oneshot` block (documented in experiments/tunas_proxylessnas.py).
-ONESHOT_DEFAULTS = dict(
-    num_epochs=90.0,                 # TuNAS --epochs.
-    rl_learning_rate=3e-4,           # TuNAS --rl_learning_rate, per rl_base_batch_size images.
-    rl_base_batch_size=256,
-    rl_exponential_schedule=True,    # TuNAS --use_exponential_rl_learning_rate_schedule.
-    rl_batch_multiplier=4.0,         # TuNAS --rl_batch_size_multiplier.
-    rl_delay_fraction=0.25,          # TuNAS --rl_delay_steps_fraction.
-    warmup_ops_fraction=0.25,        # TuNAS --increase_ops_warmup_steps_fraction.
-    warmup_filters_fraction=0.25,    # TuNAS --increase_filters_warmup_steps_fraction.
-    baseline_momentum=0.95,          # TuNAS --rl_baseline_momentum.
-    entropy_weight=0.0,              # TuNAS --rl_entropy_regularization.
-    log_every_steps=50,
-    checkpoint_every_steps=500,
-    keep_checkpoints=3,
-    final_eval_batches=-1,           # Validation batches for the final architecture; -1: all.
-    max_seconds=0.0,                 # Stop (checkpointed, resumable) after this; 0: no limit.
-)
-
-
-def _get(block, name: str, defaults: dict):
-  value = block.get(name) if block is not None and hasattr(block, 'get') else None
-  return defaults[name] if value is None else value
+# The config fields read here; experiments/tunas_proxylessnas.py holds each with its default.
+ONESHOT_FIELDS = (
+    'num_epochs', 'rl_learning_rate', 'rl_base_batch_size', 'rl_exponential_schedule',
+    'rl_batch_multiplier', 'rl_delay_fraction', 'warmup_ops_fraction', 'warmup_filters_fraction',
+    'baseline_momentum', 'entropy_weight', 'log_every_steps', 'checkpoint_every_steps',
+    'keep_checkpoints', 'final_eval_batches', 'max_seconds')
+# What the supernet's compiled steps read of config.train (their cache key).
+STEP_FIELDS = optim.OPTIMIZER_FIELDS + ('weight_decay', 'label_smoothing')
+TRAIN_FIELDS = tuple(dict.fromkeys(
+    train_lib.DATA_FIELDS + STEP_FIELDS + optim.FIELDS + ('depthwise_impl', 'min_area')))
+FIELDS = (('space', 'controller', 'resolution', 'seed', 'num_steps', 'num_classes',
+           'reward.kind', 'reward.target_ms', 'reward.params')
+          + tuple(f'oneshot.{f}' for f in ONESHOT_FIELDS)
+          + tuple(f'train.{f}' for f in TRAIN_FIELDS))
 
 
 @flax.struct.dataclass
@@ -141,24 +139,18 @@ _STEPS: dict = {}
 _STEPS_LOCK = threading.Lock()
 
 
-def _set_learning_rate(opt_state, lr):
-  hyper = dict(opt_state.hyperparams)
-  hyper['learning_rate'] = jnp.asarray(lr, hyper['learning_rate'].dtype)
-  return opt_state._replace(hyperparams=hyper)
-
-
 def make_steps(net: supernet_lib.Supernet, tcfg, devices) -> Steps:
-  """The pmapped supernet steps; the architecture is an argument (arrays), not a constant."""
-  fields = ('optimizer', 'momentum', 'nesterov', 'rmsprop_decay', 'rmsprop_epsilon',
-            'rmsprop_initial_scale', 'grad_clip_norm', 'weight_decay', 'label_smoothing')
-  key = (net, tuple(train_lib._cfg(tcfg, f) for f in fields),  # pylint: disable=protected-access
-         tuple(d.id for d in devices))
+  """The pmapped supernet steps; the architecture is an argument (arrays), not a constant.
+
+  `tcfg` is the train config (`config.train`); it must have STEP_FIELDS.
+  """
+  require(tcfg, STEP_FIELDS, 'config.train')
+  key = (net, tuple(tcfg[f] for f in STEP_FIELDS), tuple(d.id for d in devices))
   with _STEPS_LOCK:
     if key in _STEPS:
       return _STEPS[key]
-  tx = train_lib.make_optimizer(tcfg)
-  wd = float(train_lib._cfg(tcfg, 'weight_decay'))  # pylint: disable=protected-access
-  smoothing = float(train_lib._cfg(tcfg, 'label_smoothing'))  # pylint: disable=protected-access
+  tx = optim.make_optimizer(tcfg)
+  wd, smoothing = float(tcfg.weight_decay), float(tcfg.label_smoothing)
   traces = collections.Counter()
 
   def train_step(state: SupernetState, arrays, batch, lr):
@@ -168,9 +160,8 @@ def make_steps(net: supernet_lib.Supernet, tcfg, devices) -> Steps:
     def loss_fn(params):
       logits, stats = net.apply({'params': params, 'batch_stats': state.batch_stats}, arrays,
                                 batch['image'], train=True)
-      targets = optax.smooth_labels(jax.nn.one_hot(labels, net.num_classes), smoothing)
-      ce = jnp.mean(optax.softmax_cross_entropy(logits, targets))
-      l2 = train_lib.l2_loss(params)
+      ce = train_lib.smoothed_cross_entropy(logits, labels, net.num_classes, smoothing)
+      l2 = optim.l2_loss(params)
       return ce + wd * l2, (ce, l2, logits, stats)
 
     grads, (ce, l2, logits, stats) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -178,11 +169,8 @@ def make_steps(net: supernet_lib.Supernet, tcfg, devices) -> Steps:
     # Each device updates the running statistics of its own architecture's channels; the
     # mean keeps the replicas identical.
     stats = lax.pmean(stats, AXIS)
-    opt_state = _set_learning_rate(state.opt_state, lr)
-    updates, opt_state = tx.update(grads, opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = lax.pmean(dict(loss=ce, accuracy=jnp.mean(jnp.argmax(logits, -1) == labels),
-                             l2=l2, grad_norm=optax.global_norm(grads)), AXIS)
+    params, opt_state = optim.apply_gradients(tx, grads, state.opt_state, state.params, lr)
+    metrics = lax.pmean(train_lib.step_metrics(ce, l2, logits, labels, grads), AXIS)
     return state.replace(step=state.step + 1, params=params, batch_stats=stats,
                          opt_state=opt_state), metrics
 
@@ -190,16 +178,13 @@ def make_steps(net: supernet_lib.Supernet, tcfg, devices) -> Steps:
     traces['validate'] += 1
     logits, _ = net.apply({'params': params, 'batch_stats': batch_stats}, arrays,
                           batch['image'], train=True)  # TuNAS: stateless batch norm.
-    mask = batch.get('mask', jnp.ones(batch['label'].shape, jnp.float32))
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
-    return dict(correct=jnp.sum(correct * mask), loss=jnp.sum(ce * mask), count=jnp.sum(mask))
+    return train_lib.eval_sums(logits, batch)
 
   steps = Steps(
       net=net, tx=tx, devices=tuple(devices), traces=traces,
-      train=train_lib.parallelize(train_step, devices, in_axes=(0, 0, 0, None),
-                                  donate_argnums=(0,)),
-      validate=train_lib.parallelize(validate_step, devices, in_axes=(0, 0, 0, 0)))
+      train=parallel.parallelize(train_step, devices, in_axes=(0, 0, 0, None),
+                                 donate_argnums=(0,)),
+      validate=parallel.parallelize(validate_step, devices, in_axes=(0, 0, 0, 0)))
   with _STEPS_LOCK:
     _STEPS[key] = steps
   return steps
@@ -234,9 +219,13 @@ class _Validation:
       for batch in self._it:
         if 'mask' not in batch or np.min(batch['mask']) > 0:  # Drop the padded last batch.
           return batch
-      train_lib._close(self._it)  # pylint: disable=protected-access
+      parallel.close_iterator(self._it)
       self._it = self._make()
     raise ValueError('the validation split is smaller than one RL batch')
+
+  def one_pass(self):
+    """A new iterator over the whole validation split, once (the last batch padded)."""
+    return self._make()
 
   def get_state(self):
     return self._it.get_state()
@@ -245,7 +234,7 @@ class _Validation:
     self._it.set_state(state)
 
   def close(self):
-    train_lib._close(self._it)  # pylint: disable=protected-access
+    parallel.close_iterator(self._it)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,10 +242,9 @@ class _Validation:
 
 
 def _controller(config, num_options, rl_steps: int, batch_size: int) -> Reinforce:
-  oc = config.get('oneshot')
-  lr = (float(_get(oc, 'rl_learning_rate', ONESHOT_DEFAULTS)) * batch_size
-        / float(_get(oc, 'rl_base_batch_size', ONESHOT_DEFAULTS)))
-  if _get(oc, 'rl_exponential_schedule', ONESHOT_DEFAULTS):
+  oc = config.oneshot
+  lr = float(oc.rl_learning_rate) * batch_size / float(oc.rl_base_batch_size)
+  if oc.rl_exponential_schedule:
     # TuNAS: lr * 10 ** progress, progress from 0 (first RL step) to 1 (last step). The
     # count is the controller's own update count (no updates during the RL delay).
     horizon = float(max(1, rl_steps))
@@ -264,8 +252,8 @@ def _controller(config, num_options, rl_steps: int, batch_size: int) -> Reinforc
   else:
     learning_rate = lr
   return Reinforce(tuple(num_options), learning_rate=learning_rate,
-                   baseline_momentum=float(_get(oc, 'baseline_momentum', ONESHOT_DEFAULTS)),
-                   entropy_weight=float(_get(oc, 'entropy_weight', ONESHOT_DEFAULTS)))
+                   baseline_momentum=float(oc.baseline_momentum),
+                   entropy_weight=float(oc.entropy_weight))
 
 
 @dataclasses.dataclass
@@ -280,9 +268,10 @@ class _Cand:  # What summaries.SearchWriter.write_step reads of a candidate.
 
 
 def _plan_masks(space) -> tuple[np.ndarray, np.ndarray]:
-  plan = space._decision_plan()  # pylint: disable=protected-access
-  return (np.array([f in supernet_lib.OP_FIELDS for *_, f in plan]),
-          np.array([f in supernet_lib.FILTER_FIELDS for *_, f in plan]))
+  """Which decisions op warm-up mixes and which filter warm-up maxes (by the field set)."""
+  fields = [f for *_, f in space.decision_sites()]
+  return (np.array([f in supernet_lib.OP_FIELDS for f in fields]),
+          np.array([f in supernet_lib.FILTER_FIELDS for f in fields]))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> dict:
@@ -290,62 +279,57 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
 
   `predictor`: the latency predictor (`predict_batch(archs)`); by default the search's
   table in workdir/latency (`mnas.latency.predictor_for_search(config.latency, ...)`).
+  Raises ConfigError when the config lacks one of FIELDS.
   """
   import search_spaces
   from mnas import data, summaries
+  require(config, FIELDS)
   t_start = time.time()
-  os.makedirs(workdir, exist_ok=True)
   space = search_spaces.get_space(config.space)
-  if config.get('controller', 'reinforce') not in ('reinforce', None):
-    raise ValueError(f'the one-shot search trains the TuNAS controller (reinforce); '
-                     f'config.controller={config.controller!r}')
-  oc, tcfg = config.get('oneshot'), config.train
-  opt = functools.partial(_get, oc, defaults=ONESHOT_DEFAULTS)
-  res = int(config.get('resolution') or space.resolution[0])
+  if config.controller != 'reinforce':
+    raise ConfigError(f'config.controller={config.controller!r} is not allowed: the one-shot '
+                      'search trains the TuNAS controller, reinforce')
+  oc, tcfg = config.oneshot, config.train
+  res = int(config.resolution or space.resolution[0])
   devices = jax.local_devices()
   n_dev = len(devices)
-  seed = int(config.get('seed', 0))
+  seed = int(config.seed)
 
-  dataset, data_dir = train_lib._cfg(tcfg, 'dataset'), train_lib._cfg(tcfg, 'data_dir')  # pylint: disable=protected-access
-  holdout = tcfg.get('holdout')
-  holdout = data.default_holdout(dataset) if holdout is None else holdout
-  num_classes = train_lib._cfg(tcfg, 'num_classes') or data.dataset_info(dataset, data_dir).num_classes  # pylint: disable=protected-access
-  batch_size = int(train_lib._cfg(tcfg, 'batch_size'))  # pylint: disable=protected-access
-  valid_batch = int(round(batch_size * float(opt('rl_batch_multiplier')) / n_dev)) * n_dev
-  n_train = data.num_examples(dataset, 'train', data_dir, holdout)
-  steps_per_epoch = n_train // batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(f'batch_size {batch_size} exceeds the {n_train} training examples')
-  total = int(config.get('num_steps') or 0)
+  td = train_lib.training_data(tcfg)
+  dataset, data_dir, holdout, batch_size = td.dataset, td.data_dir, td.holdout, td.batch_size
+  valid_batch = int(round(batch_size * float(oc.rl_batch_multiplier) / n_dev)) * n_dev
+  steps_per_epoch = td.steps_per_epoch
+  total = int(config.num_steps or 0)
   if total <= 0:
-    total = int(math.ceil(float(opt('num_epochs')) * steps_per_epoch))
-  rl_delay = int(float(opt('rl_delay_fraction')) * total)
-  warm_ops = int(float(opt('warmup_ops_fraction')) * total)
-  warm_filters = int(float(opt('warmup_filters_fraction')) * total)
+    total = int(math.ceil(float(oc.num_epochs) * steps_per_epoch))
+  rl_delay = int(float(oc.rl_delay_fraction) * total)
+  warm_ops = int(float(oc.warmup_ops_fraction) * total)
+  warm_filters = int(float(oc.warmup_filters_fraction) * total)
   if max(warm_ops, warm_filters) > rl_delay:
-    raise ValueError('the op/filter warm-up must end before the controller starts learning '
-                     '(warmup_*_fraction <= rl_delay_fraction), as in TuNAS')
+    raise ConfigError('config.oneshot.warmup_ops_fraction / warmup_filters_fraction > '
+                      'rl_delay_fraction is not allowed: the op/filter warm-up must end before '
+                      'the controller starts learning, as in TuNAS')
+  os.makedirs(workdir, exist_ok=True)
 
-  net = supernet_lib.Supernet.create(space, num_classes, res,
-                                     train_lib._cfg(tcfg, 'depthwise_impl'))  # pylint: disable=protected-access
+  net = supernet_lib.Supernet.create(space, td.num_classes, res, tcfg.depthwise_impl)
   steps = make_steps(net, tcfg, devices)
-  schedule = train_lib.make_schedule(tcfg, steps_per_epoch, total)
+  schedule = optim.make_schedule(tcfg, steps_per_epoch, total)
   controller = _controller(config, space.num_options, total - rl_delay, batch_size)
   reward_cfg = config.reward
   reward_fn = rewards.make_reward(reward_cfg.kind, reward_cfg.target_ms,
-                                  **dict(reward_cfg.get('params', {})))
+                                  **dict(reward_cfg.params))
   if predictor is None:
     from mnas import latency
     predictor = latency.predictor_for_search(config.latency, space,
                                              os.path.join(workdir, 'latency'))
   is_op, is_filter = _plan_masks(space)
-  count_classes = int(config.get('num_classes') or num_classes)
+  count_classes = int(config.num_classes or td.num_classes)
 
   rng = jax.random.key(seed)
   init_rng, rng = jax.random.split(rng)
   template = {'supernet': init_state(net, steps.tx, seed), 'controller': controller.init(init_rng)}
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                  max_to_keep=int(opt('keep_checkpoints')))
+                                  max_to_keep=int(oc.keep_checkpoints))
   restored = ckpt.restore(template)
   payload, data_state, start = template, {}, 0
   if restored is not None:
@@ -364,13 +348,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
   logging.info('one-shot search over %s (%d decisions, 10^%.1f architectures) at %dx%d: %d '
                'steps (%.2f epochs of %d), batch %d on %d devices, RL from step %d, warm-up '
                'ops %d / filters %d steps', space.name, len(space.num_options),
-               space.log10_size, res, res, total, total / steps_per_epoch, n_train, batch_size,
-               n_dev, rl_delay, warm_ops, warm_filters)
+               space.log10_size, res, res, total, total / steps_per_epoch, td.num_examples,
+               batch_size, n_dev, rl_delay, warm_ops, warm_filters)
 
   common = dict(image_size=res, data_dir=data_dir, seed=seed, holdout=holdout,
-                num_devices=n_dev, num_threads=train_lib._cfg(tcfg, 'data_threads'))  # pylint: disable=protected-access
+                num_devices=n_dev, num_threads=td.data_threads)
   train_it = data.create_input_iterator(dataset, 'train', batch_size=batch_size,
-                                        min_area=train_lib._cfg(tcfg, 'min_area'), **common)  # pylint: disable=protected-access
+                                        min_area=tcfg.min_area, **common)
   valid_it = _Validation(lambda: data.create_input_iterator(
       dataset, 'validation', batch_size=valid_batch, **common))
   if data_state.get('train'):
@@ -378,11 +362,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
   if data_state.get('valid'):
     valid_it.set_state(data_state['valid'])
 
-  state = train_lib.replicate(host_state, devices)
+  state = parallel.replicate(host_state, devices)
   del host_state
-  log_every = max(1, int(opt('log_every_steps')))
-  ckpt_every = int(opt('checkpoint_every_steps'))
-  max_seconds = float(opt('max_seconds'))
+  log_every = max(1, int(oc.log_every_steps))
+  ckpt_every = int(oc.checkpoint_every_steps)
+  max_seconds = float(oc.max_seconds)
   counts_cache: dict = {}
   step, window = start, [time.time(), start]
   stopped = False
@@ -448,7 +432,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
                      f', warm-up p {p_ops:.2f}/{p_filters:.2f}')
       out_of_time = max_seconds > 0 and time.time() - t_start > max_seconds
       if (ckpt_every > 0 and step % ckpt_every == 0) or step == total or out_of_time:
-        ckpt.save(step, {'supernet': train_lib.unreplicate(state), 'controller': ctrl_state},
+        ckpt.save(step, {'supernet': parallel.unreplicate(state), 'controller': ctrl_state},
                   {'train': train_it.get_state(), 'valid': valid_it.get_state()})
       if out_of_time and step < total:
         logging.warning('one-shot search: max_seconds reached at step %d; run again to resume',
@@ -460,7 +444,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
                'total_steps': total, 'seconds': time.time() - t_start}
     if not stopped:
       best = _finish(net, steps, state, controller, ctrl_state, valid_it, predictor, reward_fn,
-                     space, res, count_classes, int(opt('final_eval_batches')), workdir)
+                     space, res, count_classes, int(oc.final_eval_batches), workdir)
       summary['best'] = best
       _write_json(os.path.join(workdir, 'oneshot.json'),
                   dict(status='done', space=space.name, resolution=res, steps=total,
@@ -469,7 +453,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
                        search_seconds=summary['seconds']))
   finally:
     for it in (train_it, valid_it):
-      train_lib._close(it)  # pylint: disable=protected-access
+      parallel.close_iterator(it)
     writer.close()
     ckpt.close()
     store.close()
@@ -503,7 +487,7 @@ def _finish(net, steps, state, controller, ctrl_state, valid_it, predictor, rewa
   idx = most_likely(space, probs)
   arch, arrays = net.sample_arrays(idx, resolution=res)
   arrays = stack([arrays] * len(steps.devices))
-  it = valid_it._make()  # pylint: disable=protected-access
+  it = valid_it.one_pass()
   totals, n = None, 0
   try:
     for batch in it:
@@ -514,7 +498,7 @@ def _finish(net, steps, state, controller, ctrl_state, valid_it, predictor, rewa
       totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
       n += 1
   finally:
-    train_lib._close(it)  # pylint: disable=protected-access
+    parallel.close_iterator(it)
   acc = totals['correct'] / max(totals['count'], 1.0) if totals else float('nan')
   lat = float(np.asarray(predictor.predict_batch([arch]))[0])
   counts = counting.count(arch, num_classes)
@@ -530,12 +514,8 @@ def _finish(net, steps, state, controller, ctrl_state, valid_it, predictor, rewa
 
 
 def _write_json(path: str, obj) -> None:
-  if jax.process_index() != 0:
-    return
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
+  if jax.process_index() == 0:
+    jsonfile.write(path, obj)
 
 
 def is_oneshot_workdir(workdir: str) -> bool:

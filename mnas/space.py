@@ -410,6 +410,15 @@ class Space:
   def decisions(self) -> tuple[Decision, ...]:
     return tuple(Decision(n, o) for n, o, *_ in self._decision_plan())
 
+  def decision_sites(self) -> tuple[tuple[int | None, int | None, str], ...]:
+    """(stage, layer, field) of every decision, in the order of `decisions`.
+
+    `field` is what the decision sets: 'resolution', 'width_multiplier' (stage and layer
+    None), 'depth', 'out' (layer None) or one of `Stage.LAYER_FIELDS`; `layer` is None when
+    the stage decides once for all its layers, else the layer's index in the stage.
+    """
+    return tuple((st, u, f) for _, _, st, u, f in self._decision_plan())
+
   @property
   def num_options(self) -> tuple[int, ...]:
     return tuple(len(d.options) for d in self.decisions)

@@ -193,8 +193,10 @@ class Supernet:
     return {(s.stage, s.layer): s for s in self.slots}
 
   @functools.cached_property
-  def _plan(self) -> list:
-    return self.space._decision_plan()  # pylint: disable=protected-access
+  def _plan(self) -> tuple[tuple[tuple, int | None, int | None, str], ...]:
+    """(options, stage, layer, field) of every decision of the space."""
+    return tuple((d.options, *site)
+                 for d, site in zip(self.space.decisions, self.space.decision_sites()))
 
   @property
   def n_pre(self) -> int:
@@ -270,7 +272,7 @@ class Supernet:
     return self._depths_of(idx)
 
   def _depths_of(self, idx) -> list[int]:
-    chosen = {st: opts[int(i)] for (_, opts, st, _, f), i in zip(self._plan, idx) if f == 'depth'}
+    chosen = {st: opts[int(i)] for (opts, st, _, f), i in zip(self._plan, idx) if f == 'depth'}
     return [chosen.get(i, st.depth[0]) for i, st in enumerate(self.space.stages)]
 
   def arrays(self, arch: Architecture, depths: Sequence[int] | None = None) -> dict:
@@ -327,7 +329,7 @@ class Supernet:
     filters_max = np.zeros(n, bool) if filters_max is None else np.asarray(filters_max, bool)
     def largest(opts, key=lambda o: o):
       return max(range(len(opts)), key=lambda k: key(opts[k]))
-    for d, (_, opts, _, _, f) in enumerate(self._plan):
+    for d, (opts, _, _, f) in enumerate(self._plan):
       if filters_max[d] and f in FILTER_FIELDS:  # Block options are (type, expansion).
         idx[d] = largest(opts, (lambda o: o[1]) if f == 'block' else (lambda o: o))
       elif ops_mix[d] and f in ('kernel', 'se_ratio'):  # Widths of the largest option.
@@ -339,7 +341,7 @@ class Supernet:
       arch = arch.replace(resolution=int(resolution))
     depths = self._depths_of(idx)
     arrays = self.arrays(arch, depths)
-    for d, (_, opts, st, u, f) in enumerate(self._plan):
+    for d, (opts, st, u, f) in enumerate(self._plan):
       if not (ops_mix[d] and f in OP_FIELDS):
         continue
       for j in (range(depths[st]) if u is None else [u] if u < depths[st] else []):
@@ -474,11 +476,14 @@ class Supernet:
         b['expand_bn'], bs['expand_bn'] = bn(q['expand_bn'], mid), st(t['expand_bn'], mid)
       o = (sl.kmax - k) // 2
       b['depthwise'] = {'kernel': np_(q['depthwise']['kernel'])[o:o + k, o:o + k, :, :mid]}
-      b['depthwise_bn'], bs['depthwise_bn'] = bn(q['depthwise_bn'], mid), st(t['depthwise_bn'], mid)
+      b['depthwise_bn'] = bn(q['depthwise_bn'], mid)
+      bs['depthwise_bn'] = st(t['depthwise_bn'], mid)
       if se:
         r, e = q['se']['reduce'], q['se']['expand']
-        b['se'] = {'reduce': {'kernel': np_(r['kernel'])[:, :, :mid, :se], 'bias': np_(r['bias'])[:se]},
-                   'expand': {'kernel': np_(e['kernel'])[:, :, :se, :mid], 'bias': np_(e['bias'])[:mid]}}
+        b['se'] = {'reduce': {'kernel': np_(r['kernel'])[:, :, :mid, :se],
+                              'bias': np_(r['bias'])[:se]},
+                   'expand': {'kernel': np_(e['kernel'])[:, :, :se, :mid],
+                              'bias': np_(e['bias'])[:mid]}}
       b['project'] = {'kernel': np_(q['project']['kernel'])[:, :, :mid, :cout]}
       b['project_bn'], bs['project_bn'] = bn(q['project_bn'], cout), st(t['project_bn'], cout)
       params[f'block{row["index"]}'], stats[f'block{row["index"]}'] = b, bs
@@ -486,7 +491,8 @@ class Supernet:
     for j, (w, _) in enumerate(arch.head_widths()):
       if j < self.n_pre:
         params[f'head{j}'] = {'kernel': np_(P[f'head{j}']['kernel'])[:, :, :c, :w]}
-        params[f'head{j}_bn'], stats[f'head{j}_bn'] = bn(P[f'head{j}_bn'], w), st(S[f'head{j}_bn'], w)
+        params[f'head{j}_bn'] = bn(P[f'head{j}_bn'], w)
+        stats[f'head{j}_bn'] = st(S[f'head{j}_bn'], w)
       else:
         q = P[f'head_post{j - self.n_pre}']
         params[f'head_post{j - self.n_pre}'] = {'kernel': np_(q['kernel'])[:c, :w],

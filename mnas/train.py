@@ -1,14 +1,14 @@
 """Training: the proxy task of the search and the final models.
 
-Pure functions over an explicit `TrainState`; the data-parallel part lives in one place,
-`parallelize` (a `jax.pmap` over a group of devices, axis name `AXIS`), which wraps the
-per-replica steps `train_step` / `eval_step`. Moving to `shard_map` means changing that
-one function. The group is all devices of all processes by default (multi-process
-data-parallel training: each process feeds its local devices with its own shard of the
-data, gradients and batch-norm statistics are averaged over every device; see
-mnas/distributed.py), or one process's devices (a candidate of a candidate-parallel search).
-Only process 0 writes summaries and result.json; all processes take part in orbax's
-multi-process checkpoints (the data iterator's position is the same on every process).
+Pure functions over an explicit `TrainState`; the per-replica steps `train_step` /
+`eval_step` are made data-parallel by `mnas.parallel.parallelize` (a `jax.pmap` over a group
+of devices, axis name `AXIS`), the one place to change for `shard_map`. The group is all
+devices of all processes by default (multi-process data-parallel training: each process
+feeds its local devices with its own shard of the data, gradients and batch-norm statistics
+are averaged over every device; see mnas/distributed.py), or one process's devices (a
+candidate of a candidate-parallel search). Only process 0 writes summaries and result.json;
+all processes take part in orbax's multi-process checkpoints (the data iterator's position
+is the same on every process).
 
 The recipe follows MnasNet (Tan et al. 2019, section 5 and the TPU reference code
 `tensorflow/tpu/models/official/mnasnet`) and MobileNetV3 (Howard et al. 2019, section 6.1):
@@ -17,20 +17,24 @@ accumulator initialised to 1 as TF1's RMSPropOptimizer), batch norm momentum 0.9
 model), L2 weight decay 1e-5 on kernels, dropout 0.2, label smoothing 0.1, linear warmup,
 exponential or cosine decay, an exponential moving average of the weights and batch-norm
 statistics (decay 0.9999, with TF's `num_updates` ramp) used for evaluation. The learning
-rate is `lr * batch_size / base_batch_size`. `experiments/train.py` documents every field of
-the config and its source.
+rate is `lr * batch_size / base_batch_size`. The optimiser and the schedules are in
+`mnas.optim` (shared with the one-shot supernet). Every default lives in the config:
+`experiments/train.py` documents every field and its source; a config that lacks a field
+the trainer reads (`FIELDS`, `RUN_FIELDS`) fails at once with a `ConfigError` naming it.
 
 Public API:
   train_candidate(arch, config, workdir=None, *, budget_steps=None, budget_epochs=None,
-                  seed=0, init_variables=None) -> TrainResult  # the proxy task (validation)
+                  seed=0, callbacks=(), devices=None, init_variables=None)
+      -> TrainResult                                   # the proxy task (validation)
   train_and_evaluate(config, workdir) -> TrainResult   # `launch.py train`
+  training_data(config) -> TrainingData                # the training split and its batches
+  make_steps(arch, num_classes, config, devices=None) -> Steps   # compiled, cached
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import threading
@@ -47,64 +51,25 @@ import ml_collections
 import numpy as np
 import optax
 
-from mnas import checkpoints
+from mnas import checkpoints, jsonfile, metrics, optim, parallel
+from mnas.config import require
+from mnas.errors import ConfigError
+from mnas.parallel import AXIS
 from mnas.space import Architecture
 
-AXIS = 'batch'  # The data-parallel axis name (pmap's axis_name and the model's bn_axis_name).
-
-# Fallbacks for fields a config leaves out (e.g. a search config's `train` block). The
-# documented values, with their sources, are in experiments/train.py; tests check that the
-# two agree.
-DEFAULTS = dict(
-    arch='mobilenet_v3_small',
-    width_multiplier=None,
-    resolution=64,
-    dataset='mnas_shapes',
-    data_dir=None,
-    num_classes=None,
-    holdout=None,
-    min_area=None,
-    eval_split='test',
-    batch_size=64,
-    eval_batch_size=None,
-    optimizer='rmsprop',
-    lr=0.016,
-    base_batch_size=256,
-    schedule='cosine',
-    warmup_epochs=0.2,
-    lr_decay_rate=0.97,
-    lr_decay_epochs=2.4,
-    end_lr_ratio=0.0,
-    momentum=0.9,
-    nesterov=False,
-    rmsprop_decay=0.9,
-    rmsprop_epsilon=1e-3,
-    rmsprop_initial_scale=1.0,
-    weight_decay=1e-5,
-    label_smoothing=0.1,
-    dropout_rate=0.2,
-    ema_decay=0.99,
-    grad_clip_norm=0.0,
-    divergence_loss=1e3,
-    dtype='float32',
-    depthwise_impl='auto',
-    num_epochs=4.0,
-    num_train_steps=-1,
-    log_every_steps=50,
-    eval_every_steps=-1,
-    checkpoint_every_steps=500,
-    keep_checkpoints=3,
-    data_threads=2,
-    seed=0,
-)
+# The fields of a train config read here; experiments/train.py holds each with its default
+# and source. `train_candidate` reads FIELDS; `train_and_evaluate` RUN_FIELDS too.
+DATA_FIELDS = ('dataset', 'data_dir', 'holdout', 'num_classes', 'batch_size', 'data_threads')
+STEP_FIELDS = ('dropout_rate', 'dtype', 'depthwise_impl', 'weight_decay', 'label_smoothing',
+               'ema_decay') + optim.OPTIMIZER_FIELDS  # The compiled steps' (static) ones.
+FIELDS = tuple(dict.fromkeys(
+    DATA_FIELDS + STEP_FIELDS + optim.FIELDS + (
+        'min_area', 'eval_batch_size', 'num_epochs', 'num_train_steps', 'log_every_steps',
+        'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'divergence_loss')))
+RUN_FIELDS = ('arch', 'width_multiplier', 'resolution', 'eval_split', 'seed')
+WHERE = 'the train config'  # How `require` names a train config (config.train, .final, ...).
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
-
-
-def _cfg(config, name: str):
-  """config.name, or the default when the config has no such field (or it is None)."""
-  value = config.get(name) if hasattr(config, 'get') else getattr(config, name, None)
-  return DEFAULTS.get(name) if value is None else value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,96 +116,27 @@ class Diverged(FloatingPointError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Optimiser and learning-rate schedule.
+# Per-replica steps (the supernet's, mnas.oneshot, share the loss and the sums).
 
 
-def peak_learning_rate(config) -> float:
-  """lr scaled linearly with the global batch (Goyal et al. 2017): lr * batch / base_batch."""
-  return float(_cfg(config, 'lr')) * _cfg(config, 'batch_size') / _cfg(config, 'base_batch_size')
+def smoothed_cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
+  """Mean softmax cross-entropy with label smoothing (Szegedy et al. 2016)."""
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+  return jnp.mean(optax.softmax_cross_entropy(logits, targets))
 
 
-def make_schedule(config, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
-  """step -> learning rate of update `step` (0-based), as a host-side Python function.
-
-  Linear warmup over `warmup_epochs` (reaching the peak at the end of warmup), then
-  'cosine' (to end_lr_ratio * peak at total_steps), 'exponential' (TPU MnasNet code:
-  peak * lr_decay_rate ** floor(step / (lr_decay_epochs * steps_per_epoch)), counted from
-  step 0, staircase) or 'constant'.
-  """
-  peak = peak_learning_rate(config)
-  kind = _cfg(config, 'schedule')
-  if kind not in ('cosine', 'exponential', 'constant'):
-    raise ValueError(f'unknown schedule {kind!r}: cosine, exponential or constant')
-  warmup = min(int(round(_cfg(config, 'warmup_epochs') * steps_per_epoch)), total_steps)
-  end = peak * _cfg(config, 'end_lr_ratio')
-  decay_steps = max(1.0, _cfg(config, 'lr_decay_epochs') * steps_per_epoch)
-  rate = _cfg(config, 'lr_decay_rate')
-
-  def schedule(step: int) -> float:
-    if step < warmup:
-      return peak * (step + 1) / warmup
-    if kind == 'cosine':
-      t = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-      return end + (peak - end) * 0.5 * (1 + math.cos(math.pi * t))
-    if kind == 'exponential':
-      return peak * rate ** math.floor(step / decay_steps)
-    return peak
-  return schedule
+def step_metrics(ce, l2, logits, labels, grads) -> dict[str, jax.Array]:
+  """What a train step reports: loss (the smoothed cross-entropy), accuracy, l2, grad_norm."""
+  return dict(loss=ce, accuracy=jnp.mean(jnp.argmax(logits, -1) == labels), l2=l2,
+              grad_norm=optax.global_norm(grads))
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-  """RMSProp (TF1 semantics) or SGD with (Nesterov) momentum; optional global-norm clipping.
-
-  The learning rate is an injected hyperparameter (`opt_state.hyperparams`), set by the
-  train step from its `lr` argument, so a schedule change never recompiles.
-  """
-  name = _cfg(config, 'optimizer')
-  momentum = _cfg(config, 'momentum') or None
-
-  def build(learning_rate):
-    if name == 'rmsprop':
-      # TF: ms = decay ms + (1 - decay) g^2 (ms starts at 1), mom = momentum mom +
-      # lr g / sqrt(ms + eps), w -= mom. optax's rmsprop with eps_in_sqrt=True is the same.
-      core = optax.rmsprop(learning_rate, decay=_cfg(config, 'rmsprop_decay'),
-                           eps=_cfg(config, 'rmsprop_epsilon'),
-                           initial_scale=_cfg(config, 'rmsprop_initial_scale'),
-                           eps_in_sqrt=True, momentum=momentum,
-                           nesterov=bool(_cfg(config, 'nesterov')))
-    elif name in ('sgd', 'momentum'):
-      core = optax.sgd(learning_rate, momentum=momentum, nesterov=bool(_cfg(config, 'nesterov')))
-    else:
-      raise ValueError(f'unknown optimizer {name!r}: rmsprop or sgd')
-    clip = _cfg(config, 'grad_clip_norm')
-    return optax.chain(optax.clip_by_global_norm(clip), core) if clip and clip > 0 else core
-
-  return optax.inject_hyperparams(build)(learning_rate=0.0)
-
-
-def _set_learning_rate(opt_state, lr):
-  hyperparams = dict(opt_state.hyperparams)
-  hyperparams['learning_rate'] = jnp.asarray(lr, hyperparams['learning_rate'].dtype)
-  return opt_state._replace(hyperparams=hyperparams)
-
-
-def decayed(params) -> Any:
-  """Mask of the parameters under weight decay: conv and dense kernels (not BN, not biases)."""
-  def is_kernel(path, _):
-    last = path[-1]
-    name = getattr(last, 'key', getattr(last, 'name', str(last)))
-    return str(name).endswith('kernel')
-  return jax.tree_util.tree_map_with_path(is_kernel, params)
-
-
-def l2_loss(params) -> jax.Array:
-  """sum over kernels of ||w||^2 / 2 (TF's tf.nn.l2_loss convention)."""
-  mask = decayed(params)
-  leaves = [jnp.sum(jnp.square(p.astype(jnp.float32)))
-            for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m]
-  return 0.5 * sum(leaves) if leaves else jnp.zeros((), jnp.float32)
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-replica steps.
+def eval_sums(logits, batch: dict) -> dict[str, jax.Array]:
+  """Sums over the real (mask 1) examples: correct, loss (plain cross-entropy), count."""
+  mask = batch.get('mask', jnp.ones(batch['label'].shape, jnp.float32))
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+  correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
+  return dict(correct=jnp.sum(correct * mask), loss=jnp.sum(ce * mask), count=jnp.sum(mask))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,17 +164,14 @@ def train_step(state: TrainState, batch: dict, lr: jax.Array, *, model, tx, cfg:
     logits, new_vars = model.apply(
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
         rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, cfg.num_classes), cfg.label_smoothing)
-    ce = jnp.mean(optax.softmax_cross_entropy(logits, targets))
-    l2 = l2_loss(params)
+    ce = smoothed_cross_entropy(logits, labels, cfg.num_classes, cfg.label_smoothing)
+    l2 = optim.l2_loss(params)
     return ce + cfg.weight_decay * l2, (ce, l2, logits, new_vars['batch_stats'])
 
   grads, (ce, l2, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
   if axis_name:
     grads = lax.pmean(grads, axis_name)
-  opt_state = _set_learning_rate(state.opt_state, lr)
-  updates, opt_state = tx.update(grads, opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  params, opt_state = optim.apply_gradients(tx, grads, state.opt_state, state.params, lr)
 
   # TF's ExponentialMovingAverage(decay, num_updates=step): decay ramps up early in training.
   t = state.step.astype(jnp.float32)
@@ -288,60 +181,17 @@ def train_step(state: TrainState, batch: dict, lr: jax.Array, *, model, tx, cfg:
       step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
       ema_params=jax.tree.map(ema, state.ema_params, params),
       ema_batch_stats=jax.tree.map(ema, state.ema_batch_stats, batch_stats))
-  metrics = dict(loss=ce, accuracy=jnp.mean(jnp.argmax(logits, -1) == labels),
-                 l2=l2, grad_norm=optax.global_norm(grads))
-  if axis_name:
-    metrics = lax.pmean(metrics, axis_name)
-  return new_state, metrics
+  metrics = step_metrics(ce, l2, logits, labels, grads)
+  return new_state, lax.pmean(metrics, axis_name) if axis_name else metrics
 
 
 def eval_step(params, batch_stats, batch: dict, *, model,
               axis_name: str | None = AXIS) -> dict[str, jax.Array]:
-  """Sums over the real (mask 1) examples: correct, loss (plain cross-entropy), count."""
+  """`eval_sums` of this replica's part of the batch, summed over the replicas."""
   logits = model.apply({'params': params, 'batch_stats': batch_stats}, batch['image'],
                        train=False)
-  mask = batch.get('mask', jnp.ones(batch['label'].shape, jnp.float32))
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-  correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
-  sums = dict(correct=jnp.sum(correct * mask), loss=jnp.sum(ce * mask), count=jnp.sum(mask))
+  sums = eval_sums(logits, batch)
   return lax.psum(sums, axis_name) if axis_name else sums
-
-
-def parallelize(per_replica: Callable, devices: Sequence[jax.Device], *, in_axes,
-                donate_argnums=()) -> Callable:
-  """The one data-parallel wrapper: pmap over `devices` with axis name AXIS.
-
-  `in_axes` has one entry per argument: 0 for per-device (leading device axis), None for
-  broadcast. Outputs carry a leading device axis. When `devices` are the devices of several
-  processes (multi-process training: all of `jax.devices()`), the axis spans them all and
-  each process feeds its local ones (pmap with devices=None); when they are this process's
-  own (single-process runs, a candidate of a candidate-parallel search), it spans just those.
-  """
-  return jax.pmap(per_replica, axis_name=AXIS, in_axes=in_axes,
-                  devices=None if spans_processes(devices) else list(devices),
-                  donate_argnums=donate_argnums)
-
-
-def spans_processes(devices: Sequence[jax.Device]) -> bool:
-  """Whether `devices` belong to several processes (then they must be all of jax.devices())."""
-  if len({d.process_index for d in devices}) == 1:
-    return False
-  if sorted(d.id for d in devices) != sorted(d.id for d in jax.devices()):
-    raise ValueError('a data-parallel group spanning processes must hold all of jax.devices()')
-  return True
-
-
-def local_devices(devices: Sequence[jax.Device]) -> list[jax.Device]:
-  """This process's share of `devices` (what it feeds with its shard of the batch)."""
-  return [d for d in devices if d.process_index == jax.process_index()]
-
-
-def _shard_options(devices: Sequence[jax.Device]):
-  """Each process reads its own shard of the data iff the group spans processes."""
-  import grain
-  if spans_processes(devices):
-    return grain.sharding.ShardByJaxProcess(drop_remainder=True)
-  return grain.sharding.NoSharding()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,10 +217,7 @@ _STEPS_LOCK = threading.Lock()
 
 
 def _static_key(arch: Architecture, num_classes: int, config, devices) -> tuple:
-  fields = ('dropout_rate', 'dtype', 'depthwise_impl', 'optimizer', 'momentum', 'nesterov',
-            'rmsprop_decay', 'rmsprop_epsilon', 'rmsprop_initial_scale', 'grad_clip_norm',
-            'weight_decay', 'label_smoothing', 'ema_decay')
-  return (str(arch), num_classes, tuple(_cfg(config, f) for f in fields),
+  return (str(arch), num_classes, tuple(config[f] for f in STEP_FIELDS),
           tuple(d.id for d in devices))
 
 
@@ -379,22 +226,25 @@ def make_steps(arch: Architecture, num_classes: int, config,
   """Model, optimiser and pmapped train/eval steps (memoised: no recompilation per call).
 
   `devices` (default: all of `jax.devices()`, i.e. of every process) form the data-parallel
-  group; see `parallelize`.
+  group; see `mnas.parallel.parallelize`. Raises ConfigError when the config lacks one of
+  STEP_FIELDS or has a value that is not allowed.
   """
   from mnas import models
+  require(config, STEP_FIELDS, WHERE)
   devices = tuple(devices or jax.devices())
   key = _static_key(arch, num_classes, config, devices)
   with _STEPS_LOCK:
     if key in _STEPS_CACHE:
       return _STEPS_CACHE[key]
-  dtype = _DTYPES[_cfg(config, 'dtype')]
-  model = models.build_model(arch, num_classes, dropout_rate=float(_cfg(config, 'dropout_rate')),
-                             dtype=dtype, depthwise_impl=_cfg(config, 'depthwise_impl'),
+  if config.dtype not in _DTYPES:
+    raise ConfigError(f'train config field dtype={config.dtype!r} is not allowed: one of '
+                      f'{", ".join(_DTYPES)}')
+  model = models.build_model(arch, num_classes, dropout_rate=float(config.dropout_rate),
+                             dtype=_DTYPES[config.dtype], depthwise_impl=config.depthwise_impl,
                              bn_axis_name=AXIS)
-  tx = make_optimizer(config)
-  cfg = StepConfig(num_classes=num_classes, label_smoothing=float(_cfg(config, 'label_smoothing')),
-                   weight_decay=float(_cfg(config, 'weight_decay')),
-                   ema_decay=float(_cfg(config, 'ema_decay')))
+  tx = optim.make_optimizer(config)
+  cfg = StepConfig(num_classes=num_classes, label_smoothing=float(config.label_smoothing),
+                   weight_decay=float(config.weight_decay), ema_decay=float(config.ema_decay))
   res = arch.resolution
 
   @jax.jit
@@ -415,9 +265,10 @@ def make_steps(arch: Architecture, num_classes: int, config,
       compiled_init.append(_init.lower(key).compile(compiler_options=_FAST_COMPILE))
     return jax.device_get(compiled_init[0](key))
 
-  train = parallelize(functools.partial(train_step, model=model, tx=tx, cfg=cfg), devices,
-                      in_axes=(0, 0, None), donate_argnums=(0,))
-  evaluate = parallelize(functools.partial(eval_step, model=model), devices, in_axes=(0, 0, 0))
+  train = parallel.parallelize(functools.partial(train_step, model=model, tx=tx, cfg=cfg),
+                               devices, in_axes=(0, 0, None), donate_argnums=(0,))
+  evaluate = parallel.parallelize(functools.partial(eval_step, model=model), devices,
+                                  in_axes=(0, 0, 0))
   shapes = jax.eval_shape(_init, jax.random.PRNGKey(0))
   num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes.params)))
   steps = Steps(model=model, tx=tx, init=init, train=train, evaluate=evaluate, devices=devices,
@@ -442,56 +293,6 @@ def release_compiled() -> None:
   jax.clear_caches()
 
 
-def replicate(tree, devices: Sequence[jax.Device]):
-  """Host pytree -> one copy per device (a leading device axis), laid out as pmap's outputs."""
-  mesh = jax.sharding.Mesh(np.asarray(devices), (AXIS,))
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
-  n = len(devices)
-  return jax.tree.map(
-      lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), sharding),
-      tree)
-
-
-def _first_replica(x):
-  """The first device's copy of a pmapped array as numpy, without running a slicing op."""
-  if isinstance(x, jax.Array) and not x.is_fully_replicated:
-    return np.asarray(x.addressable_shards[0].data)[0]
-  return np.asarray(x)[0]
-
-
-def unreplicate(tree):
-  """The first device's copy of a replicated pytree, on the host (numpy)."""
-  return jax.tree.map(_first_replica, tree)
-
-
-# ---------------------------------------------------------------------------------------------
-# Summaries.
-
-
-class _Summaries:
-  """TensorBoard scalars/text in `logdir` (tensorboardX); a no-op without one or off process 0."""
-
-  def __init__(self, logdir: str | None):
-    self.writer = None
-    if logdir and jax.process_index() == 0:
-      from tensorboardX import SummaryWriter
-      self.writer = SummaryWriter(logdir)
-
-  def scalars(self, step: int, values: dict[str, float]) -> None:
-    if self.writer:
-      for k, v in values.items():
-        self.writer.add_scalar(k, float(v), step)
-
-  def text(self, step: int, tag: str, text: str) -> None:
-    if self.writer:
-      self.writer.add_text(tag, text, step)
-
-  def close(self) -> None:
-    if self.writer:
-      self.writer.flush()
-      self.writer.close()
-
-
 def _fmt_seconds(s: float) -> str:
   s = int(max(0, s))
   return f'{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}'
@@ -501,31 +302,66 @@ def _fmt_seconds(s: float) -> str:
 # The training loop.
 
 
-def _close(it) -> None:
-  close = getattr(it, 'close', None)
-  if close:
-    close()
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+  """The training split a train config names (`training_data`): the trainer's and the
+  one-shot supernet's."""
+  dataset: str
+  data_dir: str | None
+  holdout: int | str          # Examples of 'train' held out as the validation split.
+  num_classes: int
+  batch_size: int             # Global.
+  num_examples: int           # Of the training split (the holdout taken out).
+  data_threads: int
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.num_examples // self.batch_size
+
+  def iterator(self, kind: str, devices: Sequence[jax.Device], *, image_size: int, seed: int,
+               batch_size: int | None = None, min_area: float | None = None):
+    """Batches of split `kind` for the data-parallel group `devices` (this process's share)."""
+    from mnas import data
+    return data.create_input_iterator(
+        self.dataset, kind, batch_size=batch_size or self.batch_size, image_size=image_size,
+        data_dir=self.data_dir, seed=seed, holdout=self.holdout, min_area=min_area,
+        num_devices=len(parallel.local_devices(devices)),
+        shard_options=parallel.shard_options(devices), num_threads=self.data_threads)
 
 
-def _evaluate(steps: Steps, state, config, kind: str, seed: int, holdout) -> tuple[float, float]:
-  """(accuracy, mean loss) of the EMA weights on split kind ('validation' or 'test')."""
+def training_data(config) -> TrainingData:
+  """The dataset, holdout (None: the dataset's default), classes (None: the dataset's) and
+  batch of a train config. Raises ConfigError when batch_size exceeds the training split."""
   from mnas import data
-  bs = _cfg(config, 'eval_batch_size') or _cfg(config, 'batch_size')
-  it = data.create_input_iterator(
-      _cfg(config, 'dataset'), kind, batch_size=bs, image_size=steps.model.arch.resolution,
-      data_dir=_cfg(config, 'data_dir'), seed=seed, holdout=holdout,
-      num_devices=len(local_devices(steps.devices)), shard_options=_shard_options(steps.devices),
-      num_threads=_cfg(config, 'data_threads'))
+  require(config, DATA_FIELDS, WHERE)
+  holdout = data.default_holdout(config.dataset) if config.holdout is None else config.holdout
+  num_classes = (config.num_classes
+                 or data.dataset_info(config.dataset, config.data_dir).num_classes)
+  n = data.num_examples(config.dataset, 'train', config.data_dir, holdout)
+  if int(config.batch_size) > n:
+    raise ConfigError(f'train config field batch_size={config.batch_size} exceeds the {n} '
+                      f'training examples of {config.dataset} (holdout {holdout}): allowed '
+                      f'1 to {n}')
+  return TrainingData(dataset=config.dataset, data_dir=config.data_dir, holdout=holdout,
+                      num_classes=int(num_classes), batch_size=int(config.batch_size),
+                      num_examples=n, data_threads=config.data_threads)
+
+
+def _evaluate(steps: Steps, state, config, td: TrainingData, kind: str,
+              seed: int) -> tuple[float, float]:
+  """(accuracy, mean loss) of the EMA weights on split kind ('validation' or 'test')."""
+  it = td.iterator(kind, steps.devices, image_size=steps.model.arch.resolution, seed=seed,
+                   batch_size=config.eval_batch_size)
   totals = None
   try:
     for batch in it:
       sums = steps.evaluate(state.ema_params, state.ema_batch_stats, batch)
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   finally:
-    _close(it)
+    parallel.close_iterator(it)
   if totals is None:
     return 0.0, float('nan')
-  totals = unreplicate(totals)
+  totals = parallel.unreplicate(totals)
   count = max(float(totals['count']), 1.0)
   return float(totals['correct']) / count, float(totals['loss']) / count
 
@@ -561,35 +397,26 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
          callbacks: Sequence[Callable[[int, dict], None]] = (),
          devices: Sequence[jax.Device] | None = None,
          init_variables: dict | None = None) -> TrainResult:
-  from mnas import data
   t_start = time.time()
-  devices = list(devices or jax.devices())  # The data-parallel group (see `parallelize`).
-  local = local_devices(devices)
-  dataset, data_dir = _cfg(config, 'dataset'), _cfg(config, 'data_dir')
-  holdout = config.get('holdout') if hasattr(config, 'get') else None
-  holdout = data.default_holdout(dataset) if holdout is None else holdout
-  batch_size = int(_cfg(config, 'batch_size'))
-  num_classes = _cfg(config, 'num_classes') or data.dataset_info(dataset, data_dir).num_classes
-  n_train = data.num_examples(dataset, 'train', data_dir, holdout)
-  steps_per_epoch = n_train // batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(f'batch_size {batch_size} exceeds the {n_train} training examples')
+  devices = list(devices or jax.devices())  # The data-parallel group (mnas.parallel).
+  td = training_data(config)
+  batch_size, steps_per_epoch = td.batch_size, td.steps_per_epoch
   if budget_steps:
     total_steps = int(budget_steps)
   elif budget_epochs:
     total_steps = int(math.ceil(budget_epochs * steps_per_epoch))
-  elif _cfg(config, 'num_train_steps') and _cfg(config, 'num_train_steps') > 0:
-    total_steps = int(_cfg(config, 'num_train_steps'))
+  elif config.num_train_steps and config.num_train_steps > 0:
+    total_steps = int(config.num_train_steps)
   else:
-    total_steps = int(math.ceil(_cfg(config, 'num_epochs') * steps_per_epoch))
-  schedule = make_schedule(config, steps_per_epoch, total_steps)
-  steps = make_steps(arch, num_classes, config, devices)
+    total_steps = int(math.ceil(config.num_epochs * steps_per_epoch))
+  schedule = optim.make_schedule(config, steps_per_epoch, total_steps)
+  steps = make_steps(arch, td.num_classes, config, devices)
   result = TrainResult(status='done', arch=str(arch), params=steps.num_params,
                        eval_split=eval_kind)
   logging.info('Training %s (%d params) for %d steps (%.2f epochs of %d examples), global '
                'batch %d on %d devices, peak lr %.4g.', arch.id, steps.num_params, total_steps,
-               total_steps / steps_per_epoch, n_train, batch_size, len(devices),
-               peak_learning_rate(config))
+               total_steps / steps_per_epoch, td.num_examples, batch_size, len(devices),
+               optim.peak_learning_rate(config))
 
   host_state = (steps.init(seed) if init_variables is None
                 else state_from_variables(steps, init_variables, seed))
@@ -598,35 +425,33 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
   if workdir:
     os.makedirs(workdir, exist_ok=True)
     ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                    max_to_keep=_cfg(config, 'keep_checkpoints'))
+                                    max_to_keep=config.keep_checkpoints)
     restored = ckpt.restore(host_state)
     if restored is not None:
       _, host_state, data_state = restored
   step = int(host_state.step)
   result.start_step = step
-  summaries = _Summaries(workdir)
-  summaries.text(step, 'config', '```\n' + str(config) + f'\narch: {arch}\n```')
+  summaries = metrics.MetricWriter(workdir)
+  summaries.write_texts(step, {'config': '```\n' + str(config) + f'\narch: {arch}\n```'})
   it = None
   try:
-    state = replicate(host_state, devices)
+    state = parallel.replicate(host_state, devices)
     del host_state
-    it = data.create_input_iterator(
-        dataset, 'train', batch_size=batch_size, image_size=arch.resolution, data_dir=data_dir,
-        seed=seed, holdout=holdout, min_area=_cfg(config, 'min_area'), num_devices=len(local),
-        shard_options=_shard_options(devices), num_threads=_cfg(config, 'data_threads'))
+    it = td.iterator('train', devices, image_size=arch.resolution, seed=seed,
+                     min_area=config.min_area)
     if data_state:
       it.set_state(data_state)
-    log_every = max(1, int(_cfg(config, 'log_every_steps')))
-    eval_every = int(_cfg(config, 'eval_every_steps'))
-    ckpt_every = int(_cfg(config, 'checkpoint_every_steps'))
-    max_loss = float(_cfg(config, 'divergence_loss') or math.inf)
+    log_every = max(1, int(config.log_every_steps))
+    eval_every = int(config.eval_every_steps)
+    ckpt_every = int(config.checkpoint_every_steps)
+    max_loss = float(config.divergence_loss or math.inf)
     pending = None  # (step, lr, metrics on device): fetched one step late to keep dispatch async.
     timer_start, timed_images, paused = None, 0, 0.0
     window = [time.time(), 0]  # For the per-log-line throughput.
 
-    def finish(pending_step, lr, metrics):
+    def finish(pending_step, lr, on_device):
       nonlocal timer_start, timed_images
-      m = unreplicate(metrics)
+      m = parallel.unreplicate(on_device)
       loss = float(m['loss'])
       result.train_losses.append(loss)
       if not (math.isfinite(loss) and math.isfinite(float(m['l2']))):
@@ -653,32 +478,37 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
         logging.info('step %d/%d: loss %.4f, accuracy %.3f, lr %.4g, %.1f images/s, ETA %s',
                      done, total_steps, loss, float(m['accuracy']), lr, ips,
                      _fmt_seconds(eta) if math.isfinite(eta) else '?')
-        summaries.scalars(done, {'train/loss': loss, 'train/accuracy': m['accuracy'],
-                                 'train/learning_rate': lr, 'train/images_per_second': ips,
-                                 'train/l2': m['l2'], 'train/grad_norm': m['grad_norm']})
+        summaries.write_scalars(done, {'train/loss': loss, 'train/accuracy': m['accuracy'],
+                                       'train/learning_rate': lr,
+                                       'train/images_per_second': ips, 'train/l2': m['l2'],
+                                       'train/grad_norm': m['grad_norm']})
         window[:] = [now, 0]
+
+    def evaluate() -> tuple[float, float]:
+      acc, loss = _evaluate(steps, state, config, td, eval_kind, seed)
+      result.evals.append((step, acc, loss))
+      summaries.write_scalars(step, {'eval/accuracy': acc, 'eval/loss': loss})
+      return acc, loss
 
     try:
       while step < total_steps:
         batch = next(it)
         lr = schedule(step)
-        state, metrics = steps.train(state, batch, np.float32(lr))
+        state, on_device = steps.train(state, batch, np.float32(lr))
         if pending is not None:
           finish(*pending)
-        pending = (step, lr, metrics)
+        pending = (step, lr, on_device)
         step += 1
-        if (ckpt and ckpt_every > 0 and step % ckpt_every == 0) or (
-            eval_every > 0 and step % eval_every == 0 and step < total_steps):
+        save = ckpt and ckpt_every > 0 and step % ckpt_every == 0
+        evaluating = eval_every > 0 and step % eval_every == 0 and step < total_steps
+        if save or evaluating:
           finish(*pending)
           pending = None
           t0 = time.time()
-          if eval_every > 0 and step % eval_every == 0 and step < total_steps:
-            acc, loss = _evaluate(steps, state, config, eval_kind, seed, holdout)
-            result.evals.append((step, acc, loss))
-            summaries.scalars(step, {'eval/accuracy': acc, 'eval/loss': loss})
-            logging.info('step %d: %s accuracy %.4f, loss %.4f', step, eval_kind, acc, loss)
-          if ckpt and ckpt_every > 0 and step % ckpt_every == 0:
-            ckpt.save(step, unreplicate(state), it.get_state())
+          if evaluating:
+            logging.info('step %d: %s accuracy %.4f, loss %.4f', step, eval_kind, *evaluate())
+          if save:
+            ckpt.save(step, parallel.unreplicate(state), it.get_state())
           paused += time.time() - t0
           window[0] += time.time() - t0
       if pending is not None:
@@ -687,28 +517,24 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
     except Diverged as e:
       logging.error('%s: %s', arch.id, e)
       result.status, result.reason = 'failed', str(e)
-    result.steps = step if result.status == 'done' else int(unreplicate(state.step))
+    result.steps = step if result.status == 'done' else int(parallel.unreplicate(state.step))
     if timer_start is not None and timed_images:
       result.images_per_second = timed_images / max(time.time() - timer_start - paused, 1e-9)
     if result.status == 'done':
       if ckpt and (ckpt.latest_step() or 0) < step:
-        ckpt.save(step, unreplicate(state), it.get_state())
-      acc, loss = _evaluate(steps, state, config, eval_kind, seed, holdout)
-      result.val_accuracy, result.val_loss = acc, loss
-      result.evals.append((step, acc, loss))
-      summaries.scalars(step, {'eval/accuracy': acc, 'eval/loss': loss})
+        ckpt.save(step, parallel.unreplicate(state), it.get_state())
+      acc, loss = result.val_accuracy, result.val_loss = evaluate()
       logging.info('%s after %d steps: %s accuracy %.4f, loss %.4f, %.1f images/s.', arch.id,
                    step, eval_kind, acc, loss, result.images_per_second)
   finally:
     if it is not None:
-      _close(it)
+      parallel.close_iterator(it)
     summaries.close()
     if ckpt:
       ckpt.close()
   result.train_seconds = time.time() - t_start
   if workdir and jax.process_index() == 0:
-    with open(os.path.join(workdir, 'result.json'), 'w') as f:
-      json.dump(result.to_json(), f, indent=1)
+    jsonfile.write(os.path.join(workdir, 'result.json'), result.to_json())
   return result
 
 
@@ -725,8 +551,9 @@ def train_candidate(arch: Architecture, config, workdir: str | None = None, *,
   num_epochs. With a `workdir`, checkpoints (resumed from automatically) and TensorBoard
   summaries go there; without one nothing is written. A diverging run (NaN/inf loss) stops
   early and comes back with status 'failed' and the reason; it does not raise. (Batch norm
-  keeps a blown-up network's loss finite, so a loss above config.divergence_loss counts too.) `callbacks`
-  are called as cb(step, metrics) after every step (an exception stops the run).
+  keeps a blown-up network's loss finite, so a loss above config.divergence_loss counts
+  too.) `callbacks` are called as cb(step, metrics) after every step (an exception stops the
+  run). A config that lacks one of FIELDS raises ConfigError naming it, before anything runs.
   Compiled steps are cached per (architecture, static config, devices). `devices` (default:
   all of `jax.devices()`) is the data-parallel group; a candidate-parallel search passes
   `jax.local_devices()` so that each process trains its own candidates. `init_variables`
@@ -734,6 +561,7 @@ def train_candidate(arch: Architecture, config, workdir: str | None = None, *,
   of a random initialisation (NetAdapt fine-tunes inherited weights; a checkpoint in
   `workdir` still wins, so a killed fine-tune resumes).
   """
+  require(config, FIELDS, WHERE)
   return _run(arch, config, workdir, seed=seed, budget_steps=budget_steps,
               budget_epochs=budget_epochs, eval_kind='validation', callbacks=callbacks,
               devices=devices, init_variables=init_variables)
@@ -744,14 +572,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   Evaluates on `config.eval_split` ('test' by default; 'validation' = the holdout). Set
   `holdout=0` to train a final model on the whole training split. Checkpoints, summaries and
-  result.json go to `workdir`; an interrupted run resumes from its latest checkpoint.
+  result.json go to `workdir`; an interrupted run resumes from its latest checkpoint. A
+  config that lacks one of FIELDS or RUN_FIELDS raises ConfigError naming it.
   """
   import search_spaces
-  arch = search_spaces.load_arch(_cfg(config, 'arch'), config.get('width_multiplier'),
-                                 config.get('resolution'))
-  eval_kind = _cfg(config, 'eval_split')
-  result = _run(arch, config, workdir, seed=int(_cfg(config, 'seed')), budget_steps=None,
-                budget_epochs=None, eval_kind=eval_kind)
+  require(config, FIELDS + RUN_FIELDS, WHERE)
+  arch = search_spaces.load_arch(config.arch, config.width_multiplier, config.resolution)
+  result = _run(arch, config, workdir, seed=int(config.seed), budget_steps=None,
+                budget_epochs=None, eval_kind=config.eval_split)
   if result.status != 'done':
     logging.error('Training failed: %s', result.reason)
   return result

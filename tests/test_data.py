@@ -12,14 +12,7 @@ import pytest
 from mnas import data
 from mnas.datasets import shapes
 
-TINY = 'mnas_shapes/tiny'  # 600 train / 200 test examples, 64x64.
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  d = tmp_path_factory.mktemp('tfds')
-  data.get_builder(TINY, d)
-  return d
+TINY = 'mnas_shapes/tiny'  # 600 train / 200 test examples, 64x64 (the `data_dir` fixture).
 
 
 def _all(source):

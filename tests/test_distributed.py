@@ -310,8 +310,7 @@ _LAUNCH = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.skipif(not os.environ.get('MNAS_SLOW_TESTS'),
-                    reason='about 90 s: MNAS_SLOW_TESTS=1 runs it (the suite stays < 10 min)')
+@pytest.mark.slow  # About 90 s: `python -m pytest -m slow tests` runs it.
 def test_two_process_quickstart_search_through_launch(tmp_path):
   """launch.py search on the quickstart setting (real proxy training, tiny budget)."""
   workdir, data_dir = tmp_path / 'work', tmp_path / 'data'

@@ -17,15 +17,7 @@ class MacsPredictor:
     return [counting.count(a)['macs'] / 1e6 for a in archs]
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  d = os.environ.get('MNAS_TEST_DATA_DIR') or str(tmp_path_factory.mktemp('tfds'))
-  from mnas import data
-  data.dataset_info('mnas_shapes/tiny', d)
-  return d
-
-
-def _config(data_dir, steps=8):
+def _config(data_dir, steps=8):  # data_dir: the tiny dataset (tests/conftest.py).
   c = tunas_proxylessnas.get_config('cpu')
   c.space, c.resolution, c.num_steps = 'tiny', 32, steps
   c.reward.target_ms = 3.0  # MACs in millions (MacsPredictor): the tiny space spans ~1-10.
@@ -79,3 +71,17 @@ def test_oneshot_search_resumes_where_it_stopped(data_dir, tmp_path):
                              [r['reward'] for r in rows[full]], rtol=1e-5)
   best = [json.load(open(os.path.join(w, 'best_arch.json'))) for w in (full, part)]
   assert best[0]['arch'] == best[1]['arch']
+
+
+@pytest.mark.parametrize('field', ['oneshot.rl_delay_fraction', 'train.weight_decay', 'seed'])
+def test_a_config_missing_a_field_fails_naming_it(data_dir, tmp_path, field):
+  from mnas.errors import ConfigError
+  c = _config(data_dir)
+  *parents, name = field.split('.')
+  block = c
+  for p in parents:
+    block = block[p]
+  del block[name]
+  with pytest.raises(ConfigError, match=f'config has no field {field}:'):
+    oneshot.run(c, str(tmp_path / 'run'), predictor=MacsPredictor())
+  assert not os.path.exists(tmp_path / 'run')

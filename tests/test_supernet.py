@@ -131,8 +131,8 @@ def test_warmup_arrays_have_the_same_structure_and_mix_the_options():
   space = search_spaces.get_space('tiny')
   net = supernet.Supernet.create(space, num_classes=10, resolution=32)
   idx = np.zeros(len(space.num_options), np.int32)  # Smallest options everywhere.
-  ops = np.array([f in supernet.OP_FIELDS for *_, f in space._decision_plan()])
-  filters = np.array([f in supernet.FILTER_FIELDS for *_, f in space._decision_plan()])
+  ops = np.array([f in supernet.OP_FIELDS for *_, f in space.decision_sites()])
+  filters = np.array([f in supernet.FILTER_FIELDS for *_, f in space.decision_sites()])
   arch0, exact = net.sample_arrays(idx)
   arch, mixed = net.sample_arrays(idx, ops_mix=ops, filters_max=filters)
   spec = lambda t: jax.tree.map(lambda a: (np.shape(a), np.asarray(a).dtype), t)

@@ -12,6 +12,9 @@ import time
 import numpy as np
 import pytest
 
+from conftest import tiny_train_config as _config  # Also tests/test_distributed.py's.
+from conftest import train_config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A very small architecture for the mechanics tests (32x32 input).
@@ -19,78 +22,67 @@ SMALL = ('r32_w1_sev3 stem_c8_hs ir_r1_k3_s2_e3_c16_se0.25_hs ir_r1_k3_s1_e3_c16
          'head_c32_hs_pool_c64_hs')
 
 
-def _experiment():
-  """experiments/train.py as a module (it is a config file, not a package member)."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location('experiments_train',
-                                                os.path.join(ROOT, 'experiments', 'train.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def _config(data_dir, **overrides):
-  config = _experiment().get_config()
-  config.dataset = 'mnas_shapes/tiny'
-  config.data_dir = str(data_dir)
-  config.holdout = 100
-  config.batch_size = 16
-  config.resolution = 32
-  config.log_every_steps = 1
-  config.data_threads = 1
-  config.update(overrides)
-  return config
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  d = os.environ.get('MNAS_TEST_DATA_DIR') or str(tmp_path_factory.mktemp('tfds'))
-  from mnas import data
-  data.dataset_info('mnas_shapes/tiny', d)  # Generates it once (about 2 s).
-  return d
-
-
 def _arch(spec=SMALL, resolution=None):
   import search_spaces
   return search_spaces.load_arch(spec, resolution=resolution)
 
 
-def test_experiment_config_matches_defaults():
-  from mnas import train
-  exp = _experiment()
-  config = exp.get_config()
+def test_experiment_config_has_every_field_the_trainer_reads():
+  from experiments import train as experiment
+  from mnas import optim, train
+  config = experiment.get_config()
   for variant in ('imagenet', 'imagenet_proxy'):
-    assert exp.get_config(variant).dataset == 'imagenet2012'
-  assert set(config.keys()) == set(train.DEFAULTS), set(config.keys()) ^ set(train.DEFAULTS)
-  for k, v in train.DEFAULTS.items():
-    assert config[k] == v, (k, config[k], v)
+    assert experiment.get_config(variant).dataset == 'imagenet2012'
+  read = set(train.FIELDS + train.RUN_FIELDS)
+  assert set(config.keys()) == read, set(config.keys()) ^ read
+  assert set(optim.FIELDS) <= read and set(train.STEP_FIELDS) <= read
+
+
+@pytest.mark.parametrize('field', ['lr', 'dataset', 'ema_decay', 'num_epochs'])
+def test_a_train_config_missing_a_field_fails_naming_it(field, tmp_path):
+  from mnas import train
+  from mnas.errors import ConfigError
+  config = train_config()
+  del config[field]
+  with pytest.raises(ConfigError, match=f'train config has no field {field}:'):
+    train.train_candidate(_arch(), config, str(tmp_path / 'run'), budget_steps=1)
+  with pytest.raises(ConfigError, match=f'has no field {field}:'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')  # Nothing ran.
+
+
+def test_values_that_are_not_allowed_name_the_field(data_dir):
+  from mnas import optim, train
+  from mnas.errors import ConfigError
+  with pytest.raises(ConfigError, match="optimizer='adam' is not allowed: one of rmsprop, sgd"):
+    optim.make_optimizer(train_config(optimizer='adam'))
+  with pytest.raises(ConfigError, match="schedule='linear' is not allowed: one of cosine"):
+    optim.make_schedule(train_config(schedule='linear'), 10, 100)
+  with pytest.raises(ConfigError, match='batch_size=1000 exceeds the 500 training examples'):
+    train.train_candidate(_arch(), _config(data_dir, batch_size=1000), budget_steps=1)
 
 
 def test_schedule_and_optimizer():
-  import ml_collections
-  import optax
-  from mnas import train
-  c = ml_collections.ConfigDict(dict(train.DEFAULTS, batch_size=512, lr=0.016, warmup_epochs=1,
-                                     schedule='exponential'))
-  assert train.peak_learning_rate(c) == pytest.approx(0.032)
-  s = train.make_schedule(c, steps_per_epoch=10, total_steps=100)
+  from mnas import optim
+  c = train_config(batch_size=512, lr=0.016, warmup_epochs=1.0, schedule='exponential')
+  assert optim.peak_learning_rate(c) == pytest.approx(0.032)
+  s = optim.make_schedule(c, steps_per_epoch=10, total_steps=100)
   assert s(0) == pytest.approx(0.0032) and s(9) == pytest.approx(0.032)
   assert s(24) == pytest.approx(0.032 * 0.97) and s(48) == pytest.approx(0.032 * 0.97 ** 2)
   c.schedule = 'cosine'
-  s = train.make_schedule(c, steps_per_epoch=10, total_steps=100)
+  s = optim.make_schedule(c, steps_per_epoch=10, total_steps=100)
   assert s(10) == pytest.approx(0.032) and s(99) < 1e-4
   # RMSProp is TF1's: ms starts at 1, eps inside the square root, momentum on lr-scaled steps.
   import jax.numpy as jnp
-  tx = train.make_optimizer(c)
+  tx = optim.make_optimizer(c)
   p = {'w': jnp.ones(3)}
-  st = train._set_learning_rate(tx.init(p), 0.5)
+  st = optim.set_learning_rate(tx.init(p), 0.5)
   g = {'w': jnp.full(3, 2.0)}
   u, st = tx.update(g, st, p)
   ms = 0.9 * 1.0 + 0.1 * 4.0
   np.testing.assert_allclose(u['w'], -0.5 * 2.0 / np.sqrt(ms + 1e-3), rtol=1e-6)
-  mask = train.decayed({'conv': {'kernel': 1, 'bias': 2}, 'bn': {'scale': 3, 'bias': 4}})
+  mask = optim.decayed({'conv': {'kernel': 1, 'bias': 2}, 'bn': {'scale': 3, 'bias': 4}})
   assert mask == {'conv': {'kernel': True, 'bias': False}, 'bn': {'scale': False, 'bias': False}}
-  del optax
 
 
 # Smaller still (three compilations): stem, one block with squeeze-excite, head.
@@ -99,12 +91,14 @@ PMAP_ARCH = 'r32_w1_sev3 stem_c8_hs ir_r1_k3_s2_e2_c8_se0.25_hs head_c16_hs_pool
 _PMAP_CHECK = textwrap.dedent('''
   import os, sys
   sys.path.insert(0, {root!r})
-  import jax, numpy as np, ml_collections
+  import jax, numpy as np
   import search_spaces
-  from mnas import train
+  from experiments import train as experiment
+  from mnas import parallel, train
   assert jax.local_device_count() == 4, jax.devices()
-  cfg = ml_collections.ConfigDict(dict(train.DEFAULTS, dropout_rate=0.0, lr=0.5, base_batch_size=8,
-                                       batch_size=8, optimizer='sgd', ema_decay=0.9))
+  cfg = experiment.get_config()
+  cfg.update(dict(dropout_rate=0.0, lr=0.5, base_batch_size=8, batch_size=8, optimizer='sgd',
+                  ema_decay=0.9))
   arch = search_spaces.load_arch({arch!r})
   rng = np.random.default_rng(0)
   B = 8
@@ -114,7 +108,7 @@ _PMAP_CHECK = textwrap.dedent('''
   for n in (1, 2, 4):
     devs = jax.devices()[:n]
     steps = train.make_steps(arch, 10, cfg, devs)
-    state = train.replicate(steps.init(0), devs)
+    state = parallel.replicate(steps.init(0), devs)
     batch = dict(image=image.reshape(n, B // n, 32, 32, 3), label=label.reshape(n, B // n))
     for _ in range(2):
       state, metrics = steps.train(state, batch, np.float32(0.1))
@@ -122,7 +116,7 @@ _PMAP_CHECK = textwrap.dedent('''
     # Every replica holds the same state.
     for leaf in jax.tree.leaves(host):
       assert all(np.array_equal(leaf[0], leaf[i]) for i in range(n))
-    out[n] = (train.unreplicate(state), float(metrics['loss'][0]))
+    out[n] = (parallel.unreplicate(state), float(metrics['loss'][0]))
   ref, ref_loss = out[1]
   init = jax.device_get(train.make_steps(arch, 10, cfg, jax.devices()[:1]).init(0))
   moved = max(float(np.max(np.abs(a - b))) for a, b in
@@ -158,15 +152,15 @@ class _Crash(Exception):
 def test_full_steps_cache_releases_xla_memory_maps(monkeypatch):
   """A long search must not run out of memory maps (XLA:CPU JIT code; see release_compiled)."""
   import jax
-  from mnas import train
+  from mnas import parallel, train
   if not os.path.exists('/proc/self/maps'):
     pytest.skip('needs /proc/self/maps (Linux)')
   maps = lambda: len(open('/proc/self/maps').readlines())
   monkeypatch.setattr(train, '_STEPS_CACHE_SIZE', 1)
-  cfg = dict(train.DEFAULTS, batch_size=4, base_batch_size=4)
+  cfg = train_config(batch_size=4, base_batch_size=4)
   devs = jax.devices()[:1]
   first = train.make_steps(_arch(), 10, cfg, devs)
-  state = train.replicate(first.init(0), devs)
+  state = parallel.replicate(first.init(0), devs)
   batch = dict(image=np.zeros((1, 4, 32, 32, 3), np.float32), label=np.zeros((1, 4), np.int32))
   first.train(state, batch, np.float32(0.1))
   compiled = maps()
@@ -283,8 +277,7 @@ def test_proxy_task_ranks_architectures(shapes_dir):
   assert good.val_accuracy > tiny.val_accuracy + 0.05, (good.val_accuracy, tiny.val_accuracy)
 
 
-@pytest.mark.skipif(not os.environ.get('MNAS_SLOW_TESTS'),
-                    reason='about 200 s: MNAS_SLOW_TESTS=1 runs it (the suite stays < 10 min)')
+@pytest.mark.slow  # About 200 s: `python -m pytest -m slow tests` runs it.
 def test_mobilenet_v3_small_learns_the_embedded_dataset(shapes_dir):
   """MobileNetV3-Small (the paper's architecture, 10 classes) at 128x128 after 1,000 steps of
   32 images: 21.6% validation accuracy measured (chance 10%; standard error ~0.009 on the
