@@ -35,7 +35,8 @@ from absl import logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments import quickstart, tunas_proxylessnas  # noqa: E402
-from mnas import counting, latency, oneshot, rewards, search, store, train  # noqa: E402
+from mnas import counting, latency, rewards, train  # noqa: E402
+from mnas.search import multi_trial, oneshot, results, store  # noqa: E402
 import search_spaces  # noqa: E402
 
 
@@ -105,8 +106,8 @@ def main():
     wd = os.path.join(args.workdir, controller)
     os.makedirs(wd, exist_ok=True)
     cfg = multi_trial_config(base, controller, budget)
-    seconds = _timed(lambda: search.run(cfg, wd, predictor=predictor), wd)
-    best = search.report(wd)
+    seconds = _timed(lambda: multi_trial.run(cfg, wd, predictor=predictor), wd)
+    best = results.report(wd)
     n = store.Store(os.path.join(wd, 'results.sqlite')).count()
     rows[name] = dict(seconds=seconds, evaluated=f'{n} candidates', arch=best['arch'])
 

@@ -50,21 +50,22 @@ def _free_port() -> int:
 # predictor: isolates the search's own scaling (dealing, gathering, the sequential part).
 _SLEEPING = """
 import hashlib, runpy, sys, time, types
-from mnas import counting, latency, search
+from mnas import counting, latency
+from mnas.search import multi_trial
 seconds = float(sys.argv.pop(1))
 
-def make_train_fn(config, workdir):
-  def train_fn(arch):
+def train_proxy(config):
+  def proxy(arch):
     time.sleep(seconds)
     acc = 0.5 + int(hashlib.md5(arch.id.encode()).hexdigest(), 16) % 400 / 1000
     return types.SimpleNamespace(status='done', reason=None, val_accuracy=acc)
-  return train_fn
+  return proxy
 
 class MacsPredictor:
   def predict_batch(self, archs):
     return [counting.count(a, 10)['macs'] / 2e7 for a in archs]
 
-search.make_train_fn = make_train_fn
+multi_trial.train_proxy = train_proxy
 latency.predictor_for_search = lambda *args, **kwargs: MacsPredictor()
 sys.argv = ['launch.py'] + sys.argv[1:]
 runpy.run_path('launch.py', run_name='__main__')

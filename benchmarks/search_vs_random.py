@@ -8,7 +8,7 @@ The defaults are the run reported in the README (55 minutes on 2 cores with a co
 latency table; ~30 s per new architecture). `--controllers mnasnet,reinforce,evolution`
 adds aging evolution (not in that run: another ~25 minutes).
 
-Runs `mnas.search.run` on the quickstart setting (experiments/quickstart.py: the tiny space
+Runs `mnas.search.multi_trial.run` on the quickstart setting (experiments/quickstart.py: the tiny space
 at 32x32, the embedded dataset, a measured xla-cpu latency table, MnasNet's soft reward)
 once per (controller, seed), random search included, each with the same budget of
 num_steps x candidates_per_step samples (a sample of an architecture seen before counts).
@@ -48,7 +48,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments import quickstart  # noqa: E402
-from mnas import latency, search, store as store_lib, train  # noqa: E402
+from mnas import latency, train  # noqa: E402
+from mnas.search import multi_trial, store as store_lib  # noqa: E402
 import search_spaces  # noqa: E402
 
 # Learning rates / population for a budget of a few dozen samples (a handful of updates).
@@ -112,8 +113,8 @@ def run_one(args, name: str, seed: int) -> dict:
                                            progress=False)
   workdir = os.path.join(args.workdir, f'{name}_seed{seed}')
   t0 = time.time()
-  search.run(cfg, workdir, train_fn=ProxyCache(os.path.join(args.workdir, 'proxy_cache.sqlite'),
-                                               cfg.train), predictor=predictor)
+  multi_trial.run(cfg, workdir, proxy=ProxyCache(os.path.join(args.workdir, 'proxy_cache.sqlite'),
+                                                    cfg.train), predictor=predictor)
   rows = store_lib.Store(os.path.join(workdir, 'results.sqlite')).finished()
   rows.sort(key=lambda r: (r['step'], r['slot']))
   return dict(controller=name, seed=seed, seconds=time.time() - t0,

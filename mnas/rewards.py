@@ -117,3 +117,8 @@ def make_reward(kind: str, target_ms: float,
     return fn(accuracy, latency_ms, target_ms, **kw)
   reward.__name__ = reward.__qualname__ = f'{kind}_reward'
   return reward
+
+
+def from_config(config) -> Callable[..., float]:
+  """The reward of a search config's `reward` block: kind, target_ms, params."""
+  return make_reward(config.kind, config.target_ms, **dict(config.params))

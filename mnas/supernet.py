@@ -48,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 from jax import lax

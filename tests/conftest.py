@@ -6,6 +6,9 @@ Fixtures and helpers for every test file:
                               when set, else a temporary directory)
   train_config(**overrides)   experiments/train.py's config (every trainer field)
   tiny_train_config(data_dir, **overrides)   the same on the tiny dataset, sized for tests
+  macs_ms, MacsPredictor      a latency stand-in: milliseconds = millions of MACs (no table)
+  fake_proxy                  a proxy task stand-in: accuracy from the widths and kernels,
+                              one family of architectures fails (no training)
 Slow tests (minutes) carry `@pytest.mark.slow`: deselected by default (setup.cfg), run with
 `python -m pytest -m slow tests`.
 """
@@ -45,3 +48,32 @@ def tiny_train_config(data_dir, **overrides):
   return train_config(**{**dict(dataset=TINY, data_dir=str(data_dir), holdout=100, batch_size=16,
                                 resolution=32, log_every_steps=1, data_threads=1),
                          **overrides})
+
+
+def macs_ms(arch, num_classes: int = 1000) -> float:
+  """A latency stand-in: milliseconds proportional to multiply-adds (monotone in widths)."""
+  from mnas import counting
+  return counting.count(arch, num_classes)['macs'] / 1e6
+
+
+class MacsPredictor:
+  """A latency predictor stand-in over `macs_ms` (the interface of mnas.latency.Predictor)."""
+
+  def __init__(self, num_classes: int = 1000):
+    self.num_classes = num_classes
+
+  def predict(self, arch) -> float:
+    return macs_ms(arch, self.num_classes)
+
+  def predict_batch(self, archs) -> list[float]:
+    return [self.predict(a) for a in archs]
+
+
+def fake_proxy(arch):
+  """Accuracy grows with width and kernel; one architecture family fails (as if diverged)."""
+  from mnas.search.evaluation import Outcome
+  rows = arch.describe_layers()
+  if rows[0]['kernel'] == 7 and rows[0]['cout'] == 24:
+    return Outcome('failed', reason='loss is NaN at step 3')
+  acc = 0.3 + 0.001 * sum(r['cout'] for r in rows) + 0.01 * sum(r['kernel'] for r in rows) / 10
+  return Outcome('done', min(acc, 0.99))

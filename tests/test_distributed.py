@@ -95,23 +95,25 @@ _INIT = textwrap.dedent('''
 ''')
 
 _TRAIN_STEPS = _INIT + textwrap.dedent(f'''
-  import ml_collections, search_spaces
-  from mnas import train
+  import search_spaces
+  sys.path.insert(0, 'tests')
+  from conftest import train_config
+  from mnas import parallel, train
   assert jax.device_count() == 4 and jax.local_device_count() == 2
-  cfg = ml_collections.ConfigDict(dict(train.DEFAULTS, dropout_rate=0.0, lr=0.5, base_batch_size=8,
-                                       batch_size=8, optimizer='sgd', ema_decay=0.9))
+  cfg = train_config(dropout_rate=0.0, lr=0.5, base_batch_size=8, batch_size=8, optimizer='sgd',
+                     ema_decay=0.9)
   arch = search_spaces.load_arch({ARCH!r})
   rng = np.random.default_rng(0)
   image = rng.normal(size=({BATCH}, 32, 32, 3)).astype(np.float32)
   label = rng.integers(0, 10, {BATCH}).astype(np.int32)
   steps = train.make_steps(arch, 10, cfg)  # All 4 devices of both processes.
-  state = train.replicate(steps.init(0), steps.devices)
+  state = parallel.replicate(steps.init(0), steps.devices)
   local = slice(pid * {BATCH // 2}, (pid + 1) * {BATCH // 2})  # This process's half of the batch.
   batch = dict(image=image[local].reshape(2, 2, 32, 32, 3), label=label[local].reshape(2, 2))
   for _ in range(2):
     state, metrics = steps.train(state, batch, np.float32(0.1))
-  host = train.unreplicate(state)
-  np.savez(sys.argv[1] + f'/{{pid}}.npz', loss=np.float64(train.unreplicate(metrics)['loss']),
+  host = parallel.unreplicate(state)
+  np.savez(sys.argv[1] + f'/{{pid}}.npz', loss=np.float64(parallel.unreplicate(metrics)['loss']),
            *[np.asarray(x) for x in jax.tree.leaves(host)])
   print('TRAIN_OK')
 ''')
@@ -120,13 +122,13 @@ _TRAIN_STEPS = _INIT + textwrap.dedent(f'''
 def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
   """pmean of gradients + cross-replica batch norm over 2 processes x 2 devices == 1 device."""
   import jax
-  import ml_collections
   import search_spaces
-  from mnas import train
+  from conftest import train_config
+  from mnas import parallel, train
   outs = run_processes(_TRAIN_STEPS, args=[str(tmp_path)])
   assert all('TRAIN_OK' in o for o in outs), outs
-  cfg = ml_collections.ConfigDict(dict(train.DEFAULTS, dropout_rate=0.0, lr=0.5, base_batch_size=8,
-                                       batch_size=8, optimizer='sgd', ema_decay=0.9))
+  cfg = train_config(dropout_rate=0.0, lr=0.5, base_batch_size=8, batch_size=8, optimizer='sgd',
+                     ema_decay=0.9)
   arch = search_spaces.load_arch(ARCH)
   rng = np.random.default_rng(0)
   batch = dict(image=rng.normal(size=(1, BATCH, 32, 32, 3)).astype(np.float32),
@@ -134,12 +136,12 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
   devs = jax.local_devices()[:1]
   steps = train.make_steps(arch, 10, cfg, devs)
   init = steps.init(0)
-  state = train.replicate(init, devs)
+  state = parallel.replicate(init, devs)
   for _ in range(2):
     state, metrics = steps.train(state, batch, np.float32(0.1))
-  ref = [np.asarray(x) for x in jax.tree.leaves(train.unreplicate(state))]
+  ref = [np.asarray(x) for x in jax.tree.leaves(parallel.unreplicate(state))]
   moved = max(float(np.max(np.abs(a - b))) for a, b in
-              zip(jax.tree.leaves(train.unreplicate(state).params), jax.tree.leaves(init.params)))
+              zip(jax.tree.leaves(parallel.unreplicate(state).params), jax.tree.leaves(init.params)))
   assert moved > 1e-3, moved
   for pid in (0, 1):
     got = np.load(tmp_path / f'{pid}.npz')
@@ -208,6 +210,7 @@ _SEARCH = _INIT + textwrap.dedent('''
   import json, time
   sys.path.insert(0, 'tests')
   import test_search as ts
+  from conftest import MacsPredictor, fake_proxy
   from mnas import search
   out_dir, workdir = sys.argv[1], sys.argv[2]
 
@@ -215,10 +218,10 @@ _SEARCH = _INIT + textwrap.dedent('''
     with open(f'{out_dir}/calls{pid}.txt', 'a') as f:
       f.write(arch.id + '\\n')
     time.sleep(float(os.environ.get('SLEEP', '0')))
-    return ts.fake_train(arch)
+    return fake_proxy(arch)
 
   out = search.run(ts.config('reinforce', steps=3, per_step=4), workdir, proxy=train,
-                   predictor=ts.MacsPredictor())
+                   predictor=MacsPredictor())
   print('SEARCH_OK', json.dumps(out, default=str))
 ''')
 
@@ -242,10 +245,11 @@ def reference(tmp_path_factory):
   """The same search in one process: the store the 2-process one must reproduce."""
   sys.path.insert(0, os.path.join(ROOT, 'tests'))
   import test_search as ts
+  from conftest import MacsPredictor, fake_proxy
   from mnas import search
   workdir = str(tmp_path_factory.mktemp('reference'))
-  search.run(ts.config('reinforce', steps=3, per_step=4), workdir, proxy=ts.fake_train,
-             predictor=ts.MacsPredictor())
+  search.run(ts.config('reinforce', steps=3, per_step=4), workdir, proxy=fake_proxy,
+             predictor=MacsPredictor())
   return _store_rows(workdir)
 
 

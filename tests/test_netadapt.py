@@ -7,15 +7,16 @@ import jax
 import numpy as np
 import pytest
 
+import conftest
 import search_spaces
+from conftest import MacsPredictor
 from mnas import counting, latency, models
 from mnas.search import netadapt, store as store_lib
 from mnas.space import parse
 
 
 def macs_ms(arch):
-  """A latency stand-in: milliseconds proportional to multiply-adds (monotone in widths)."""
-  return counting.count(arch, 10)['macs'] / 1e6
+  return conftest.macs_ms(arch, 10)
 
 
 def _references():
@@ -208,11 +209,6 @@ def test_inherit_refuses_another_structure():
 
 # --- the loop ------------------------------------------------------------------------------------
 
-class Predictor:
-  def predict(self, arch):
-    return macs_ms(arch)
-
-
 class FakeTrainer:
   """Accuracy grows with parameters; weights are the inherited ones (kept in memory)."""
 
@@ -253,7 +249,7 @@ SEED = 'r32_w1_sev3 stem_c16_hs ir_r1_k3_s2_x48_c16_relu ir_r1_k3_s1_x48_c16_rel
 def test_run_meets_the_target_and_picks_the_best_ratio(tmp_path):
   memory = {}
   seed = parse(SEED)
-  out = netadapt.run(seed, _config(), str(tmp_path), Predictor(),
+  out = netadapt.run(seed, _config(), str(tmp_path), MacsPredictor(10),
                      trainer=FakeTrainer(memory, crash_on=('p01',)), num_classes=10)
   assert out['latency_ms'] <= 0.6 * macs_ms(seed) + 1e-12 and 'target met' in out['stopped']
   store = store_lib.Store(str(tmp_path / 'results.sqlite'))
@@ -277,21 +273,21 @@ def test_run_meets_the_target_and_picks_the_best_ratio(tmp_path):
                                          ('finetune_steps', 0), ('divisor', None)])
 def test_bad_config_names_the_field(tmp_path, field, value):
   with pytest.raises(ValueError, match=f'netadapt.{field}=.*allowed'):
-    netadapt.run(parse(SEED), _config(**{field: value}), str(tmp_path), Predictor(),
+    netadapt.run(parse(SEED), _config(**{field: value}), str(tmp_path), MacsPredictor(10),
                  trainer=FakeTrainer({}), num_classes=10)
   assert not os.path.exists(tmp_path / 'state.json')
 
 
 def test_run_resumes_after_a_kill_without_duplicates(tmp_path):
   seed = parse(SEED)
-  reference = netadapt.run(seed, _config(), str(tmp_path / 'a'), Predictor(),
+  reference = netadapt.run(seed, _config(), str(tmp_path / 'a'), MacsPredictor(10),
                            trainer=FakeTrainer({}), num_classes=10)
   memory = {}
   with pytest.raises(KeyboardInterrupt):
-    netadapt.run(seed, _config(), str(tmp_path / 'b'), Predictor(),
+    netadapt.run(seed, _config(), str(tmp_path / 'b'), MacsPredictor(10),
                  trainer=FakeTrainer(memory, interrupt_after=7), num_classes=10)
   trainer = FakeTrainer(memory)
-  resumed = netadapt.run(seed, _config(), str(tmp_path / 'b'), Predictor(), trainer=trainer,
+  resumed = netadapt.run(seed, _config(), str(tmp_path / 'b'), MacsPredictor(10), trainer=trainer,
                          num_classes=10)
   assert resumed['arch'] == reference['arch'] and resumed['iterations'] == reference['iterations']
   rows = store_lib.Store(str(tmp_path / 'b' / 'results.sqlite')).finished('netadapt')
@@ -301,7 +297,7 @@ def test_run_resumes_after_a_kill_without_duplicates(tmp_path):
   assert len(rows) == total and trainer.calls == total - 7
   # Run again: everything is done, nothing trains.
   again = FakeTrainer(memory)
-  netadapt.run(seed, _config(), str(tmp_path / 'b'), Predictor(), trainer=again, num_classes=10)
+  netadapt.run(seed, _config(), str(tmp_path / 'b'), MacsPredictor(10), trainer=again, num_classes=10)
   assert again.calls == 0
 
 

@@ -6,15 +6,9 @@ import os
 import numpy as np
 import pytest
 
+from conftest import MacsPredictor
 from experiments import tunas_proxylessnas
-from mnas import counting, oneshot, store as store_lib
-
-
-class MacsPredictor:
-  """Latency stand-in: millions of MACs (no table to build)."""
-
-  def predict_batch(self, archs):
-    return [counting.count(a)['macs'] / 1e6 for a in archs]
+from mnas.search import oneshot, store as store_lib
 
 
 def _config(data_dir, steps=8):  # data_dir: the tiny dataset (tests/conftest.py).

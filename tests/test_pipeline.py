@@ -5,14 +5,14 @@ import os
 import ml_collections
 import pytest
 
+import conftest
 import search_spaces
-from mnas import counting
 from mnas.errors import ConfigError
 from mnas.search import pipeline
 
 
 def macs_ms(arch):
-  return counting.count(arch, 10)['macs'] / 1e6
+  return conftest.macs_ms(arch, 10)
 
 
 def test_stages_are_checked():

@@ -1,38 +1,14 @@
 """The search loop: store rows, reuse, failures, resume (in-process; kill -9 in test_resume)."""
-import dataclasses
 import os
 
-import numpy as np
 import pytest
 
+from conftest import MacsPredictor, fake_proxy
 from experiments import search_common
-from mnas import checkpoints, counting, search
+from mnas import checkpoints, search
 from mnas.errors import ConfigError, DataError
 from mnas.search import multi_trial, results, store as store_lib, workdir
 from mnas.search.evaluation import WorkdirMismatchError
-
-
-@dataclasses.dataclass
-class Result:
-  status: str
-  reason: str | None
-  val_accuracy: float | None
-
-
-class MacsPredictor:
-  """Latency stand-in for loop tests: proportional to MACs."""
-
-  def predict_batch(self, archs):
-    return [counting.count(a)['macs'] / 1e6 for a in archs]
-
-
-def fake_train(arch):
-  """Accuracy grows with width and kernel; one architecture family diverges."""
-  rows = arch.describe_layers()
-  if rows[0]['kernel'] == 7 and rows[0]['cout'] == 24:
-    return Result('failed', 'loss is NaN at step 3', None)
-  acc = 0.3 + 0.001 * sum(r['cout'] for r in rows) + 0.01 * sum(r['kernel'] for r in rows) / 10
-  return Result('done', None, min(acc, 0.99))
 
 
 def config(controller='reinforce', steps=4, per_step=4):
@@ -48,7 +24,7 @@ def config(controller='reinforce', steps=4, per_step=4):
   return c
 
 
-def run(cfg, workdir, proxy=fake_train):
+def run(cfg, workdir, proxy=fake_proxy):
   return multi_trial.run(cfg, str(workdir), proxy=proxy, predictor=MacsPredictor())
 
 
@@ -70,7 +46,7 @@ def test_duplicates_are_reused_not_retrained(tmp_path):
   calls = []
   def train(arch):
     calls.append(arch.id)
-    return fake_train(arch)
+    return fake_proxy(arch)
   run(config('random', steps=6, per_step=4), tmp_path, train)
   rows = store_lib.Store(str(tmp_path / 'results.sqlite')).finished()
   assert len(calls) == len(set(calls))
@@ -82,7 +58,7 @@ def test_failing_and_crashing_candidates_do_not_stop_the_search(tmp_path):
   def train(arch):
     if arch.describe_layers()[0]['cout'] == 16:
       raise RuntimeError('out of memory')
-    return fake_train(arch)
+    return fake_proxy(arch)
   cfg = config('random', steps=3, per_step=4)
   cfg.failure_reward = -1.0
   run(cfg, tmp_path, train)
@@ -116,7 +92,7 @@ def test_resume_continues_without_duplicates(tmp_path):
   calls = []
   def train(arch):
     calls.append(arch)
-    return fake_train(arch)
+    return fake_proxy(arch)
   run(config('reinforce', steps=4), tmp_path, train)
   rows = store_lib.Store(str(tmp_path / 'results.sqlite')).finished()
   assert sorted((r['step'], r['slot']) for r in rows) == [(s, k) for s in range(4) for k in range(4)]
@@ -156,7 +132,7 @@ def test_a_stored_row_is_reused_only_for_the_architecture_sampled(tmp_path):
     calls.append(arch)
     if len(calls) == 7:  # Step 1, slot 2: killed mid-step.
       raise KeyboardInterrupt
-    return fake_train(arch)
+    return fake_proxy(arch)
   with pytest.raises(KeyboardInterrupt):
     run(config('random', steps=3), tmp_path, interrupted)
   before = store_lib.Store(str(tmp_path / 'results.sqlite')).rows()
@@ -171,7 +147,7 @@ def test_a_stored_row_is_reused_only_for_the_architecture_sampled(tmp_path):
 
 
 def test_the_workdir_records_its_method_and_report_reads_it(tmp_path, capsys):
-  search.run(config('random', steps=1), str(tmp_path), proxy=fake_train, predictor=MacsPredictor())
+  search.run(config('random', steps=1), str(tmp_path), proxy=fake_proxy, predictor=MacsPredictor())
   assert workdir.read_method(str(tmp_path)) == 'multi_trial'
   assert search.report(str(tmp_path))['arch'] in capsys.readouterr().out
   other = config('random', steps=1)
@@ -182,4 +158,4 @@ def test_the_workdir_records_its_method_and_report_reads_it(tmp_path, capsys):
   old.mkdir()
   store_lib.Store(str(old / 'results.sqlite')).close()  # What mnas wrote before workdir.json.
   with pytest.raises(DataError, match='older mnas'):
-    search.run(config('random', steps=1), str(old), proxy=fake_train, predictor=MacsPredictor())
+    search.run(config('random', steps=1), str(old), proxy=fake_proxy, predictor=MacsPredictor())

@@ -44,12 +44,6 @@ FIELDS = ('space', 'resolution', 'controller', 'controller_kwargs', 'num_steps',
           'pareto_every_steps', 'hparams_per_candidate')
 
 
-def make_reward_fn(config: ml_collections.ConfigDict):
-  """The search's reward `(accuracy, latency_ms) -> reward` (`config.reward`)."""
-  cfg = config.reward
-  return rewards.make_reward(cfg.kind, cfg.target_ms, **dict(cfg.params))
-
-
 def train_proxy(config: ml_collections.ConfigDict) -> Proxy:
   """The proxy task: `arch -> TrainResult` (`mnas.train.train_candidate` with config.train).
 
@@ -87,7 +81,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
   controller = make_controller(config.controller, space.num_options,
                                **dict(config.controller_kwargs))
   store = Store(os.path.join(workdir, 'results.sqlite'))
-  evaluator = Evaluator(store, proxy=proxy, reward_fn=make_reward_fn(config),
+  evaluator = Evaluator(store, proxy=proxy, reward_fn=rewards.from_config(config.reward),
                         failure_reward=config.failure_reward,
                         max_latency_ms=config.max_latency_ms, num_classes=config.num_classes)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'controller'), async_save=False,

@@ -2,9 +2,9 @@ r"""One-shot weight-sharing search: TuNAS (Bender et al. 2020).
 
 "Can Weight Sharing Outperform Random Architecture Search? An Investigation With TuNAS"
 (CVPR 2020); the released code is google-research/tunas (mobile_architecture_search.py,
-controller.py). Instead of training every candidate from scratch (`mnas.search`), one
-supernet (`mnas.supernet`) is trained jointly with the controller, at the cost of about one
-training run. Each step:
+controller.py). Instead of training every candidate from scratch (`mnas.search.multi_trial`),
+one supernet (`mnas.supernet`) is trained jointly with the controller, at the cost of about
+one training run. Each step:
 
   1. every device samples its own architecture from the controller (independent
      categoricals, `mnas.controllers.Reinforce`); during the first `warmup_*_fraction` of
@@ -31,7 +31,7 @@ Every setting is a config field: `config.oneshot` (experiments/tunas_proxylessna
 `config.train` (experiments/train.py; optimiser and schedule from `mnas.optim`); `run`
 first checks that the config has every field it reads (`FIELDS`).
 
-The workdir holds what `mnas.search` writes:
+The workdir holds what the multi-trial search writes:
   results.sqlite      one row per controller step and device (stage 'oneshot'): the
                       sampled architecture, its one-shot validation-batch accuracy, predicted
                       latency and reward
@@ -41,10 +41,10 @@ The workdir holds what `mnas.search` writes:
                       retraces the same path)
   tensorboard/        supernet loss/accuracy/learning rate, warm-up probabilities, rewards,
                       controller metrics and per-decision probabilities over time
-  latency/            the latency table (built on first use, as in `mnas.search`)
+  latency/            the latency table (built on first use, as in the multi-trial search)
   best_arch.json      the final architecture ({'arch': ..., ...}: `launch.py train
                       --config experiments/train.py --config.arch=WORKDIR/best_arch.json`)
-  oneshot.json        the run's summary (marks the workdir as a one-shot search)
+  oneshot.json        the run's summary
 
 Public API:
   run(config, workdir, *, predictor=None) -> dict       (`launch.py search` with
@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import math
 import os
 import threading
@@ -75,13 +74,16 @@ import numpy as np
 import optax
 
 from mnas import checkpoints, counting, jsonfile, optim, parallel, rewards
-from mnas import store as store_lib
 from mnas import supernet as supernet_lib
 from mnas import train as train_lib
 from mnas.config import require
 from mnas.controllers import Reinforce
 from mnas.errors import ConfigError
 from mnas.parallel import AXIS
+from mnas.search import results
+from mnas.search.evaluation import Candidate, Evaluator, Outcome
+from mnas.search.store import Store
+from mnas.search.summaries import SearchWriter
 
 STAGE = 'oneshot'  # The results store's `stage` of one-shot rows.
 
@@ -256,17 +258,6 @@ def _controller(config, num_options, rl_steps: int, batch_size: int) -> Reinforc
                    entropy_weight=float(oc.entropy_weight))
 
 
-@dataclasses.dataclass
-class _Cand:  # What summaries.SearchWriter.write_step reads of a candidate.
-  slot: int
-  indices: np.ndarray
-  arch: Any
-  latency_ms: float
-  accuracy: float
-  reward: float
-  status: str = 'done'
-
-
 def _plan_masks(space) -> tuple[np.ndarray, np.ndarray]:
   """Which decisions op warm-up mixes and which filter warm-up maxes (by the field set)."""
   fields = [f for *_, f in space.decision_sites()]
@@ -282,7 +273,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
   Raises ConfigError when the config lacks one of FIELDS.
   """
   import search_spaces
-  from mnas import data, summaries
+  from mnas import data
   require(config, FIELDS)
   t_start = time.time()
   space = search_spaces.get_space(config.space)
@@ -315,9 +306,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
   steps = make_steps(net, tcfg, devices)
   schedule = optim.make_schedule(tcfg, steps_per_epoch, total)
   controller = _controller(config, space.num_options, total - rl_delay, batch_size)
-  reward_cfg = config.reward
-  reward_fn = rewards.make_reward(reward_cfg.kind, reward_cfg.target_ms,
-                                  **dict(reward_cfg.params))
+  reward_fn = rewards.from_config(config.reward)
   if predictor is None:
     from mnas import latency
     predictor = latency.predictor_for_search(config.latency, space,
@@ -336,9 +325,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
     start, payload, data_state = restored
     logging.info('one-shot search: resuming at step %d of %d', start, total)
   host_state, ctrl_state = payload['supernet'], payload['controller']
-  store = store_lib.Store(os.path.join(workdir, 'results.sqlite'))
-  writer = summaries.SearchWriter(os.path.join(workdir, 'tensorboard'), space, config)
-  writer.hparams = False  # One HParams trial per sample would be thousands of runs.
+  store = Store(os.path.join(workdir, 'results.sqlite'))
+  evaluator = Evaluator(store, stage=STAGE, reward_fn=reward_fn,
+                        failure_reward=config.failure_reward, reuse=False,
+                        num_classes=count_classes)
+  # One HParams trial per sample would be thousands of runs.
+  writer = SearchWriter(os.path.join(workdir, 'tensorboard'), space, config, hparams=False)
   tb = writer.writer
   _write_json(os.path.join(workdir, 'oneshot.json'),
               dict(status='running', space=space.name, resolution=res, steps=total,
@@ -367,7 +359,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
   log_every = max(1, int(oc.log_every_steps))
   ckpt_every = int(oc.checkpoint_every_steps)
   max_seconds = float(oc.max_seconds)
-  counts_cache: dict = {}
   step, window = start, [time.time(), start]
   stopped = False
   try:
@@ -394,14 +385,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
                                              next(valid_it)))
         acc = sums['correct'] / np.maximum(sums['count'], 1.0)
         lat = np.asarray(predictor.predict_batch(archs), np.float64)
-        rew = np.asarray(reward_fn(acc.astype(np.float64), lat), np.float64)
+        for d, arch in enumerate(archs):  # One store row per step and device.
+          cands.append(evaluator.evaluate(
+              step, Candidate(d, arch, idx[d], float(lat[d])),
+              proxy=lambda _, a=float(acc[d]): Outcome('done', a),
+              extra=dict(loss=float(sums['loss'][d] / max(sums['count'][d], 1.0)),
+                         step_seconds=time.time() - t0)))
         active = np.stack([space.active(i) for i in idx])
-        ctrl_state, cmetrics = controller.update(ctrl_state, idx, active, rew.astype(np.float32))
-        seconds = time.time() - t0
-        for d, arch in enumerate(archs):
-          cands.append(_Cand(d, idx[d], arch, float(lat[d]), float(acc[d]), float(rew[d])))
-          _record(store, step, cands[-1], counts_cache, count_classes, seconds,
-                  dict(loss=float(sums['loss'][d] / max(sums['count'][d], 1.0))))
+        ctrl_state, cmetrics = controller.update(
+            ctrl_state, idx, active, np.array([c.reward for c in cands], np.float32))
       step += 1
       m = None
       if step % log_every == 0 or step == total:
@@ -418,12 +410,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
                    'oneshot/warmup_filters_probability': p_filters,
                    'oneshot/steps_per_second': sps,
                    'oneshot/rl_learning_rate': _rl_lr(controller, ctrl_state) if rl else 0.0}
-        for k, v in scalars.items():
-          tb.add_scalar(k, float(v), step)
+        tb.write_scalars(step, scalars)
         final = space.decode(most_likely(space, probs)).replace(resolution=res)
-        tb.add_text('oneshot/most_likely', f'`{final}`', step)
+        tb.write_texts(step, {'oneshot/most_likely': f'`{final}`'})
         if cands:
-          writer.write_step(step, cands, cmetrics, probs, store, seconds=time.time() - t0)
+          writer.write_step(step, cands, cmetrics, probs, store, seconds=time.time() - t0,
+                            stage=STAGE)
         else:
           tb.flush()
         logging.info('step %d/%d: loss %.4f, accuracy %.3f, lr %.4g, %.2f steps/s%s', step,
@@ -465,21 +457,6 @@ def _rl_lr(controller: Reinforce, ctrl_state) -> float:
   return float(lr(jnp.asarray(ctrl_state['step']))) if callable(lr) else float(lr)
 
 
-def _record(store, step, cand: _Cand, cache: dict, num_classes: int, seconds: float,
-            extra: dict) -> None:
-  """One store row per controller step and device; a resumed step keeps its first row."""
-  earlier = store.slot(step, cand.slot, STAGE)
-  if earlier and earlier['status'] != 'running':
-    return
-  if cand.arch.id not in cache:
-    cache[cand.arch.id] = counting.count(cand.arch, num_classes)
-  c = cache[cand.arch.id]
-  row = store.start(step=step, slot=cand.slot, arch=cand.arch, decisions=cand.indices,
-                    stage=STAGE, latency_ms=cand.latency_ms, params=c['params'], macs=c['macs'])
-  store.finish(row, status='done', accuracy=cand.accuracy, reward=cand.reward,
-               train_seconds=seconds, extra=extra)
-
-
 def _finish(net, steps, state, controller, ctrl_state, valid_it, predictor, reward_fn, space,
             res, num_classes, max_batches, workdir) -> dict:
   """The most likely architecture, its one-shot accuracy on the validation split."""
@@ -518,19 +495,10 @@ def _write_json(path: str, obj) -> None:
     jsonfile.write(path, obj)
 
 
-def is_oneshot_workdir(workdir: str) -> bool:
-  return os.path.exists(os.path.join(workdir, 'oneshot.json'))
-
-
 def report(workdir: str, top: int = 10) -> dict:
   """Prints the final architecture and what the controller sampled; writes pareto.png."""
-  from mnas import search, summaries
-  path = os.path.join(workdir, 'oneshot.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'no one-shot search in {workdir} (oneshot.json is missing)')
-  with open(path) as f:
-    info = json.load(f)
-  store = store_lib.Store(os.path.join(workdir, 'results.sqlite'))
+  info = jsonfile.read(os.path.join(workdir, 'oneshot.json'))
+  store = Store.open_existing(os.path.join(workdir, 'results.sqlite'))
   rows = store.finished(STAGE)
   store.close()
   print(f'one-shot search over {info["space"]} at {info["resolution"]}x{info["resolution"]}: '
@@ -549,8 +517,9 @@ def report(workdir: str, top: int = 10) -> dict:
     by_arch = {}
     for r in rows:  # Mean one-shot accuracy per architecture.
       by_arch.setdefault(r['arch_id'], []).append(r)
-    pts = [dict(rs[0], accuracy=float(np.mean([r['accuracy'] for r in rs]))) for rs in by_arch.values()]
-    summaries.pareto_plot(pts, search.pareto_front(pts), os.path.join(workdir, 'pareto.png'))
+    pts = [dict(rs[0], accuracy=float(np.mean([r['accuracy'] for r in rs])))
+           for rs in by_arch.values()]
+    results.pareto_plot(pts, results.pareto_front(pts), os.path.join(workdir, 'pareto.png'))
   best = info.get('best')
   if best:
     print(f'\nfinal (most likely) architecture: one-shot accuracy {best["oneshot_accuracy"]:.4f}, '
