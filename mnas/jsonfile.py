@@ -32,4 +32,5 @@ def read(path: str, default: Any = _MISSING) -> Any:
       raise DataError(f'{path}: no such file') from None
     return default
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise DataError(f'{path} is not valid JSON ({e}); it is damaged: restore or remove it') from None
+    raise DataError(f'{path} is not valid JSON ({e}); it is damaged: restore or remove it'
+                    ) from None

@@ -24,6 +24,14 @@ def config(controller='reinforce', steps=4, per_step=4):
   return c
 
 
+def slots(rows):
+  return sorted((r['step'], r['slot']) for r in rows)
+
+
+def every_slot(steps, per_step):
+  return [(s, k) for s in range(steps) for k in range(per_step)]
+
+
 def run(cfg, workdir, proxy=fake_proxy):
   return multi_trial.run(cfg, str(workdir), proxy=proxy, predictor=MacsPredictor())
 
@@ -35,10 +43,11 @@ def test_search_records_every_candidate(tmp_path, controller):
   rows = store.finished()
   assert len(rows) == 16 and store.count('running') == 0
   assert {r['status'] for r in rows} <= {'done', 'failed', 'reused'}
-  assert sorted((r['step'], r['slot']) for r in rows) == [(s, k) for s in range(4) for k in range(4)]
+  assert slots(rows) == every_slot(4, 4)
   assert out['best']['reward'] == max(r['reward'] for r in rows if r['status'] != 'failed')
   for r in rows:
-    assert r['params'] > 0 and r['macs'] > 0 and r['latency_ms'] > 0 and r['finished'] >= r['started']
+    assert r['params'] > 0 and r['macs'] > 0 and r['latency_ms'] > 0
+    assert r['finished'] >= r['started']
   assert os.path.isdir(tmp_path / 'tensorboard' / 'hparams')
 
 
@@ -95,7 +104,7 @@ def test_resume_continues_without_duplicates(tmp_path):
     return fake_proxy(arch)
   run(config('reinforce', steps=4), tmp_path, train)
   rows = store_lib.Store(str(tmp_path / 'results.sqlite')).finished()
-  assert sorted((r['step'], r['slot']) for r in rows) == [(s, k) for s in range(4) for k in range(4)]
+  assert slots(rows) == every_slot(4, 4)
   assert all(r['step'] >= 2 for r in store_lib.Store(str(tmp_path / 'results.sqlite')).rows()
              if r['row'] > 8)
 
@@ -123,7 +132,7 @@ def test_max_seconds_stops_after_a_step_and_the_rerun_finishes(tmp_path):
   assert out['evaluations'] == 2  # One step: the limit is checked between steps.
   run(config('random', steps=3, per_step=2), tmp_path)
   rows = store_lib.Store(str(tmp_path / 'results.sqlite')).finished()
-  assert sorted((r['step'], r['slot']) for r in rows) == [(s, k) for s in range(3) for k in range(2)]
+  assert slots(rows) == every_slot(3, 2)
 
 
 def test_a_stored_row_is_reused_only_for_the_architecture_sampled(tmp_path):
@@ -143,7 +152,7 @@ def test_a_stored_row_is_reused_only_for_the_architecture_sampled(tmp_path):
   assert store_lib.Store(str(tmp_path / 'results.sqlite')).rows() == before
   run(config('random', steps=3), tmp_path)  # The same search resumes.
   rows = store_lib.Store(str(tmp_path / 'results.sqlite')).finished()
-  assert sorted((r['step'], r['slot']) for r in rows) == [(s, k) for s in range(3) for k in range(4)]
+  assert slots(rows) == every_slot(3, 4)
 
 
 def test_the_workdir_records_its_method_and_report_reads_it(tmp_path, capsys):

@@ -39,6 +39,16 @@ class Controller(Protocol):
     """Per decision, the current option probabilities [num_options[d]]."""
 
 
+class BatchUpdate:
+  """`update` for a controller whose jitted `_update(state, indices, active, rewards)` takes
+  the batch as arrays (`as_batch`) and returns (state, metrics as arrays)."""
+
+  def update(self, state: State, indices, active, rewards) -> tuple[State, dict[str, float]]:
+    batch = as_batch(indices, active, rewards, len(self.num_options))
+    state, metrics = self._update(state, *batch)
+    return state, to_floats(metrics)
+
+
 def check_num_options(num_options: Sequence[int]) -> tuple[int, ...]:
   num_options = tuple(int(k) for k in num_options)
   if not num_options or min(num_options) < 1:

@@ -25,7 +25,7 @@ from mnas.controllers import base
 
 
 @dataclasses.dataclass(frozen=True)
-class Evolution:
+class Evolution(base.BatchUpdate):
   """Aging evolution over a fixed-size population stored as arrays."""
 
   num_options: tuple[int, ...]
@@ -110,11 +110,6 @@ class Evolution:
         'population_size': jnp.sum(valid), 'entropy': entropy,
     }
     return state, metrics
-
-  def update(self, state, indices, active, rewards):
-    batch = base.as_batch(indices, active, rewards, len(self.num_options))
-    state, metrics = self._update(state, *batch)
-    return state, base.to_floats(metrics)
 
   @functools.partial(jax.jit, static_argnums=0)
   def _frequencies(self, state):

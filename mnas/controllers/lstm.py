@@ -162,7 +162,7 @@ class LSTMPolicy:
 
 
 @dataclasses.dataclass(frozen=True)
-class LSTMController:
+class LSTMController(base.BatchUpdate):
   """MnasNet/NASNet-style LSTM controller trained with PPO or REINFORCE."""
 
   num_options: tuple[int, ...]
@@ -247,11 +247,6 @@ class LSTMController:
         'approx_kl': jnp.mean(old_logp - new_logp),
     }
     return new_state, metrics
-
-  def update(self, state, indices, active, rewards):
-    batch = base.as_batch(indices, active, rewards, len(self.num_options))
-    state, metrics = self._update(state, *batch)
-    return state, base.to_floats(metrics)
 
   def probabilities(self, state) -> list[np.ndarray]:
     """Per-decision marginal option probabilities (Monte-Carlo estimate with

@@ -33,7 +33,7 @@ DEFAULT_LEARNING_RATE = 0.0048  # TuNAS: 3e-4 * 4096 / 256.
 
 
 @dataclasses.dataclass(frozen=True)
-class Reinforce:
+class Reinforce(base.BatchUpdate):
   """Independent categorical policy + REINFORCE with an EMA baseline."""
 
   num_options: tuple[int, ...]
@@ -101,11 +101,6 @@ class Reinforce:
         'entropy': jnp.sum(base.masked_entropy(self._logits(new_state))),
     }
     return new_state, metrics
-
-  def update(self, state, indices, active, rewards):
-    batch = base.as_batch(indices, active, rewards, len(self.num_options))
-    state, metrics = self._update(state, *batch)
-    return state, base.to_floats(metrics)
 
   @functools.partial(jax.jit, static_argnums=0)
   def _probs(self, state):

@@ -107,7 +107,8 @@ class Evaluator:
     seen = self.store.lookup(cand.arch.id) if self.reuse else None
     if seen is not None:
       return 'reused', seen
-    if self.max_latency_ms and cand.latency_ms is not None and cand.latency_ms > self.max_latency_ms:
+    limit = self.max_latency_ms
+    if limit and cand.latency_ms is not None and cand.latency_ms > limit:
       return 'skip', None
     return 'evaluate', None
 

@@ -77,7 +77,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
   os.makedirs(workdir, exist_ok=True)
   if predictor is None:
     from mnas import latency
-    predictor = latency.predictor_for_search(config.latency, space, os.path.join(workdir, 'latency'))
+    predictor = latency.predictor_for_search(config.latency, space,
+                                             os.path.join(workdir, 'latency'))
   controller = make_controller(config.controller, space.num_options,
                                **dict(config.controller_kwargs))
   store = Store(os.path.join(workdir, 'results.sqlite'))
@@ -118,7 +119,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
       writer.write_step(end, cands, metrics, controller.probabilities(state), store,
                         seconds=time.time() - t0)
       ckpt.save(end, state)
-      if config.max_seconds and time.time() - t_start > config.max_seconds and end < config.num_steps:
+      out_of_time = config.max_seconds and time.time() - t_start > config.max_seconds
+      if out_of_time and end < config.num_steps:
         logging.warning('search: max_seconds %g reached after step %d of %d; run again to resume',
                         config.max_seconds, end, config.num_steps)
         break

@@ -106,8 +106,8 @@ class Store:
       db.execute(f'UPDATE evaluations SET {", ".join(sets)} WHERE row=?', (*vals, row))
 
   def rows(self, where: str = '1', args: tuple = ()) -> list[dict[str, Any]]:
-    cur = self._db.execute(f'SELECT {", ".join(COLUMNS)} FROM evaluations WHERE {where} ORDER BY row',
-                           args)
+    cur = self._db.execute(
+        f'SELECT {", ".join(COLUMNS)} FROM evaluations WHERE {where} ORDER BY row', args)
     out = []
     for r in cur.fetchall():
       d = dict(zip(COLUMNS, r))
