@@ -86,7 +86,7 @@ def _kernel_grad_batch_reduce(x, g, k, stride):
 
 def _input_grad_dilated(g, kernel, stride, hw):
   k, s = kernel.shape[0], stride
-  (h, w), (ho, wo) = hw, g.shape[1:3]
+  h, w = hw
   _, pt, _ = ops.same_padding(h, k, s)
   _, pl, _ = ops.same_padding(w, k, s)
   # Scatter g to the stride grid of the padded input, then correlate with the

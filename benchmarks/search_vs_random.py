@@ -8,9 +8,9 @@ The defaults are the run reported in the README (55 minutes on 2 cores with a co
 latency table; ~30 s per new architecture). `--controllers mnasnet,reinforce,evolution`
 adds aging evolution (not in that run: another ~25 minutes).
 
-Runs `mnas.search.multi_trial.run` on the quickstart setting (experiments/quickstart.py: the tiny space
-at 32x32, the embedded dataset, a measured xla-cpu latency table, MnasNet's soft reward)
-once per (controller, seed), random search included, each with the same budget of
+Runs `mnas.search.multi_trial.run` on the quickstart setting (experiments/quickstart.py: the
+tiny space at 32x32, the embedded dataset, a measured xla-cpu latency table, MnasNet's soft
+reward) once per (controller, seed), random search included, each with the same budget of
 num_steps x candidates_per_step samples (a sample of an architecture seen before counts).
 
 Two settings differ from the quickstart, both for the signal a search needs to learn from
@@ -109,8 +109,8 @@ def run_one(args, name: str, seed: int) -> dict:
   logging.set_verbosity(logging.WARNING)
   cfg = make_config(args, name, seed)
   space = search_spaces.get_space(cfg.space)
-  predictor = latency.predictor_for_search(cfg.latency, space, os.path.join(args.workdir, 'latency'),
-                                           progress=False)
+  predictor = latency.predictor_for_search(cfg.latency, space,
+                                           os.path.join(args.workdir, 'latency'), progress=False)
   workdir = os.path.join(args.workdir, f'{name}_seed{seed}')
   t0 = time.time()
   multi_trial.run(cfg, workdir, proxy=ProxyCache(os.path.join(args.workdir, 'proxy_cache.sqlite'),
@@ -178,7 +178,8 @@ def main():
   os.makedirs(args.workdir, exist_ok=True)
   base = make_config(args, 'random', 0)
   space = search_spaces.get_space(base.space)
-  predictor = latency.predictor_for_search(base.latency, space, os.path.join(args.workdir, 'latency'))
+  predictor = latency.predictor_for_search(base.latency, space,
+                                           os.path.join(args.workdir, 'latency'))
   predictor.fill(predictor.table.missing(latency.space_keys(
       space, None, base.latency.resolution, base.latency.num_classes)))
   cache = ProxyCache(os.path.join(args.workdir, 'proxy_cache.sqlite'), base.train)
@@ -199,7 +200,7 @@ def main():
     per_seed = [summarize(r['rewards']) for s in seeds for r in results
                 if r['controller'] == name and r['seed'] == s]
     trained = [r['trained'] for r in results if r['controller'] == name]
-    table[name] = dict(best=[b for b, _ in per_seed], last=[l for _, l in per_seed],
+    table[name] = dict(best=[b for b, _ in per_seed], last=[seed_last for _, seed_last in per_seed],
                        trained=trained, kwargs=SHORT_BUDGET.get(name, {}))
   print(f'\n{budget} samples per run ({args.num_steps} steps x {args.candidates_per_step}), '
         f'{args.train_steps} proxy steps, seeds {seeds}, {time.time() - t0:.0f} s')
@@ -208,8 +209,10 @@ def main():
   rand_last = np.mean(table['random']['last'])
   for name, t in table.items():
     best, last = np.array(t['best']), np.array(t['last'])
-    seeds_txt = ' '.join(f'{b:.4f}/{l:.4f}' for b, l in zip(best, last))
-    print(f'{name:<11} {best.mean():9.4f} +- {best.std():.4f} {last.mean():9.4f} +- {last.std():.4f} '
+    seeds_txt = ' '.join(f'{seed_best:.4f}/{seed_last:.4f}'
+                         for seed_best, seed_last in zip(best, last))
+    print(f'{name:<11} {best.mean():9.4f} +- {best.std():.4f} '
+          f'{last.mean():9.4f} +- {last.std():.4f} '
           f'{last.mean() - rand_last:+10.4f} {np.mean(t["trained"]):8.1f}  {seeds_txt}')
   with open(os.path.join(args.workdir, 'results.json'), 'w') as f:
     json.dump(dict(table=table, runs=results, args=vars(args)), f, indent=1)

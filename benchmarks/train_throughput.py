@@ -290,7 +290,8 @@ def setup_mnas(name: str, batch: int, threads: int):
     forward({'params': p, 'batch_stats': bs}, x).block_until_ready()
 
   n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state[0]))
-  return train, fwd, n, f'jax {jax.__version__}, flax, {jax.device_count()} {jax.default_backend()} device'
+  return train, fwd, n, (f'jax {jax.__version__}, flax, '
+                         f'{jax.device_count()} {jax.default_backend()} device')
 
 
 def setup_torch(name: str, batch: int, threads: int):

@@ -204,7 +204,8 @@ def _parse_head(token: str) -> Head:
     elif p in ACTIVATIONS and cur and cur[-1][1] is None:
       cur[-1][1] = p
     else:
-      raise SpaceError(f'head {token!r}: cannot parse {p!r}; expected cC followed by one of {ACTIVATIONS}')
+      raise SpaceError(f'head {token!r}: cannot parse {p!r}; '
+                       f'expected cC followed by one of {ACTIVATIONS}')
   if any(a is None for _, a in pre + post):
     raise SpaceError(f'head {token!r}: every cC needs an activation from {ACTIVATIONS}')
   return Head(pre=tuple((c, a) for c, a in pre), post=tuple((c, a) for c, a in post), fixed=fixed)
@@ -232,7 +233,8 @@ class Architecture:
       raise SpaceError(f'architecture: resolution={self.resolution} must be a positive '
                        f'multiple of {RESOLUTION_MULTIPLE} (the network downsamples 32x)')
     if self.stem.act not in ACTIVATIONS or self.stem.kernel not in KERNELS:
-      raise SpaceError(f'architecture: stem {self.stem} needs act in {ACTIVATIONS}, kernel in {KERNELS}')
+      raise SpaceError(f'architecture: stem {self.stem} needs act in {ACTIVATIONS}, '
+                       f'kernel in {KERNELS}')
     # Canonical form: the skip flag only matters where a residual is possible.
     layers, cin = [], self.stem.out
     for i, layer in enumerate(self.layers):
@@ -285,7 +287,8 @@ class Architecture:
     i = 0
     while i < len(self.layers):
       j = i + 1
-      while j < len(self.layers) and self.layers[j] == dataclasses.replace(self.layers[i], stride=1):
+      while (j < len(self.layers)
+             and self.layers[j] == dataclasses.replace(self.layers[i], stride=1)):
         j += 1
       tokens.append(self.layers[i].token(j - i))
       i = j
@@ -316,7 +319,8 @@ def parse(text: str) -> Architecture:
   """Parses the string form of an architecture (see the module docstring)."""
   tokens = text.replace(',', ' ').split()
   if len(tokens) < 3:
-    raise SpaceError(f'architecture string {text!r}: expected "rR_wW_seRULE stem_... BLOCKS... head..."')
+    raise SpaceError(f'architecture string {text!r}: '
+                     'expected "rR_wW_seRULE stem_... BLOCKS... head..."')
   m = re.fullmatch(r'r(\d+)_w(\d+(?:\.\d+)?)_se(\w+)', tokens[0])
   if not m:
     raise SpaceError(f'architecture string: first token {tokens[0]!r} must be rRES_wALPHA_seRULE '
@@ -324,9 +328,9 @@ def parse(text: str) -> Architecture:
   layers = []
   for i, tok in enumerate(tokens[2:-1]):
     layers += parse_block(tok, where=f'block {i}')
-  return Architecture(layers=tuple(layers), stem=_parse_stem(tokens[1]), head=_parse_head(tokens[-1]),
-                      width_multiplier=float(m.group(2)), resolution=int(m.group(1)),
-                      se_rule=m.group(3))
+  return Architecture(layers=tuple(layers), stem=_parse_stem(tokens[1]),
+                      head=_parse_head(tokens[-1]), width_multiplier=float(m.group(2)),
+                      resolution=int(m.group(1)), se_rule=m.group(3))
 
 
 # ---------------------------------------------------------------------------------
@@ -388,7 +392,8 @@ class Space:
             f'space {self.name} stage {i}')
     for r in self.resolution:
       if r % RESOLUTION_MULTIPLE:
-        raise SpaceError(f'space {self.name}: resolution {r} is not a multiple of {RESOLUTION_MULTIPLE}')
+        raise SpaceError(f'space {self.name}: resolution {r} is not a multiple of '
+                         f'{RESOLUTION_MULTIPLE}')
 
   # --- decisions ------------------------------------------------------------------
   def _decision_plan(self) -> list[tuple[str, tuple, int | None, int | None, str]]:
@@ -431,7 +436,8 @@ class Space:
     plan = self._decision_plan()
     indices = [int(i) for i in np.asarray(indices).reshape(-1)]
     if len(indices) != len(plan):
-      raise SpaceError(f'space {self.name}: expected {len(plan)} decision indices, got {len(indices)}')
+      raise SpaceError(f'space {self.name}: expected {len(plan)} decision indices, '
+                       f'got {len(indices)}')
     chosen: dict[tuple, Any] = {}
     for (name, opts, st, u, f), idx in zip(plan, indices):
       if not 0 <= idx < len(opts):
@@ -480,7 +486,7 @@ class Space:
     st = self.stages[stage]
     for d in st.depth:
       head = layers[:d]
-      if len(head) == d and head[0].stride == st.stride and len({l.out for l in head}) == 1:
+      if len(head) == d and head[0].stride == st.stride and len({layer.out for layer in head}) == 1:
         for rest in self._stage_splits(layers[d:], stage + 1):
           yield [head] + rest
 
@@ -543,9 +549,9 @@ class Space:
     """
     if not isinstance(rng, np.random.Generator):
       import jax  # Local import: the space itself does not need JAX.
-      rng = np.random.default_rng(np.asarray(jax.random.key_data(rng)
-                                             if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
-                                             else rng).astype(np.uint32).tolist())
+      is_key = jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
+      rng = np.random.default_rng(np.asarray(jax.random.key_data(rng) if is_key else rng)
+                                  .astype(np.uint32).tolist())
     plan = self._decision_plan()
     idx = np.array([rng.integers(len(opts)) for _, opts, *_ in plan], dtype=np.int32)
     for k, (name, opts, st, u, f) in enumerate(plan):
@@ -558,6 +564,6 @@ class Space:
     return self.decode(self.sample_indices(rng))
 
   def describe(self) -> dict[str, Any]:
-    return dict(name=self.name, paper=self.paper, size=self.size, log10_size=round(self.log10_size, 2),
-                decisions=len(self.decisions),
+    return dict(name=self.name, paper=self.paper, size=self.size,
+                log10_size=round(self.log10_size, 2), decisions=len(self.decisions),
                 options={d.name: [str(o) for o in d.options] for d in self.decisions})

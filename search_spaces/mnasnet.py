@@ -26,7 +26,8 @@ _SKELETON = [  # (F_i, N_i, stride, extra widths)
 
 def _stage(f, n, stride, extra):
   widths = sorted({make_divisible(f * m) for m in (0.75, 1.0, 1.25)} | set(extra))
-  return Stage(stride=stride, out=tuple(widths), depth=tuple(d for d in (n - 1, n, n + 1) if d >= 1),
+  return Stage(stride=stride, out=tuple(widths),
+               depth=tuple(d for d in (n - 1, n, n + 1) if d >= 1),
                block=(('conv', 1.0), ('ir', 1.0), ('ir', 3.0), ('ir', 6.0)), kernel=(3, 5),
                se_ratio=(0.0, 0.25), skip=(True, False))
 

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARCH = 'r32_w1_sev3 stem_c8_hs ir_r1_k3_s2_e3_c16_se0.25_hs ir_r1_k3_s1_e3_c16_relu head_c32_hs_pool_c64_hs'
+ARCH = ('r32_w1_sev3 stem_c8_hs ir_r1_k3_s2_e3_c16_se0.25_hs ir_r1_k3_s1_e3_c16_relu '
+        'head_c32_hs_pool_c64_hs')
 BATCH = 8
 
 
@@ -141,7 +142,8 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
     state, metrics = steps.train(state, batch, np.float32(0.1))
   ref = [np.asarray(x) for x in jax.tree.leaves(parallel.unreplicate(state))]
   moved = max(float(np.max(np.abs(a - b))) for a, b in
-              zip(jax.tree.leaves(parallel.unreplicate(state).params), jax.tree.leaves(init.params)))
+              zip(jax.tree.leaves(parallel.unreplicate(state).params),
+                  jax.tree.leaves(init.params)))
   assert moved > 1e-3, moved
   for pid in (0, 1):
     got = np.load(tmp_path / f'{pid}.npz')

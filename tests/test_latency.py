@@ -36,8 +36,8 @@ def fake_stats(spec: dict) -> dict:
   """Deterministic 'timings' of an entry, roughly proportional to its work."""
   r, cin, cout = spec['input_resolution'], spec['cin'], spec.get('cout', 10)
   ms = 1e-6 * r * r * cin * cout + 0.01 * spec.get('kernel', 1)
-  return dict(median=ms, iqr=0.01 * ms, mad=0.005 * ms, p10=0.99 * ms, p25=0.995 * ms, min=0.98 * ms,
-              mean=ms, n=10)
+  return dict(median=ms, iqr=0.01 * ms, mad=0.005 * ms, p10=0.99 * ms, p25=0.995 * ms,
+              min=0.98 * ms, mean=ms, n=10)
 
 
 class FakeRunner:
@@ -92,7 +92,8 @@ def test_keys_unique_and_complete(space):
     if spec['kind'] == 'block':
       assert latency.block_key(spec, spec['se_rule']) == k
     elif spec['kind'] == 'stem':
-      assert latency.stem_key(spec['input_resolution'], spec['cout'], spec['kernel'], spec['act']) == k
+      assert latency.stem_key(spec['input_resolution'], spec['cout'], spec['kernel'],
+                              spec['act']) == k
     else:
       assert latency.head_key(spec['input_resolution'], spec['cin'], spec['pre'], spec['post'],
                               spec['num_classes']) == k

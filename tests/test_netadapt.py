@@ -148,7 +148,8 @@ def test_inherit_keeps_exactly_the_largest_l1_expansion_filters():
     for leaf in ('scale', 'bias'):
       np.testing.assert_array_equal(q[m][leaf], p[m][leaf][keep])
   np.testing.assert_array_equal(q['depthwise']['kernel'], p['depthwise']['kernel'][..., keep])
-  np.testing.assert_array_equal(q['se']['reduce']['kernel'], p['se']['reduce']['kernel'][:, :, keep])
+  np.testing.assert_array_equal(q['se']['reduce']['kernel'],
+                                p['se']['reduce']['kernel'][:, :, keep])
   np.testing.assert_array_equal(q['se']['expand']['kernel'], p['se']['expand']['kernel'][..., keep])
   np.testing.assert_array_equal(q['se']['expand']['bias'], p['se']['expand']['bias'][keep])
   np.testing.assert_array_equal(q['project']['kernel'], p['project']['kernel'][:, :, keep])
@@ -174,11 +175,16 @@ def test_inherit_ranks_a_chain_by_the_l1_of_every_projection_into_it():
   out = netadapt.inherit(v, parent, child)
   assert jax.tree.map(np.shape, out) == _shapes(child)
   p, q = v['params'], out['params']
-  np.testing.assert_array_equal(q['block0']['project']['kernel'], p['block0']['project']['kernel'][..., keep])
-  np.testing.assert_array_equal(q['block0']['project_bn']['bias'], p['block0']['project_bn']['bias'][keep])
-  np.testing.assert_array_equal(q['block1']['expand']['kernel'], p['block1']['expand']['kernel'][:, :, keep])
-  np.testing.assert_array_equal(q['block1']['project']['kernel'], p['block1']['project']['kernel'][..., keep])
-  np.testing.assert_array_equal(q['block2']['expand']['kernel'], p['block2']['expand']['kernel'][:, :, keep])
+  np.testing.assert_array_equal(q['block0']['project']['kernel'],
+                                p['block0']['project']['kernel'][..., keep])
+  np.testing.assert_array_equal(q['block0']['project_bn']['bias'],
+                                p['block0']['project_bn']['bias'][keep])
+  np.testing.assert_array_equal(q['block1']['expand']['kernel'],
+                                p['block1']['expand']['kernel'][:, :, keep])
+  np.testing.assert_array_equal(q['block1']['project']['kernel'],
+                                p['block1']['project']['kernel'][..., keep])
+  np.testing.assert_array_equal(q['block2']['expand']['kernel'],
+                                p['block2']['expand']['kernel'][:, :, keep])
   np.testing.assert_array_equal(q['block1']['expand']['kernel'].shape, (1, 1, 8, 32))
   # The stem's chain is a bottleneck too: the stem conv's filters, then block 0's input.
   stem_child = netadapt._with_width(parent, 'bottleneck', (-1,), 8)
@@ -193,8 +199,8 @@ def test_inherited_weights_fit_every_proposal_and_the_model_runs():
   v = _variables(netadapt.materialize(arch))
   for p in netadapt.proposals(arch, macs_ms, 0.02 * macs_ms(arch)):
     out = netadapt.inherit(v, netadapt.materialize(arch), p.arch)
-    assert jax.tree.map(np.shape, out) == jax.tree.map(
-        np.shape, jax.eval_shape(lambda: models.init_variables(models.build_model(p.arch, 10), 0))), p.describe()
+    assert jax.tree.map(np.shape, out) == jax.tree.map(np.shape, jax.eval_shape(
+        lambda: models.init_variables(models.build_model(p.arch, 10), 0))), p.describe()
   model = models.build_model(p.arch, 10)
   y = model.apply(out, np.ones((1, 32, 32, 3), np.float32))
   assert y.shape == (1, 10) and np.all(np.isfinite(y))
@@ -213,7 +219,8 @@ class FakeTrainer:
   """Accuracy grows with parameters; weights are the inherited ones (kept in memory)."""
 
   def __init__(self, memory, crash_on=(), interrupt_after=None):
-    self.memory, self.crash_on, self.calls, self.interrupt_after = memory, crash_on, 0, interrupt_after
+    self.memory, self.crash_on, self.calls, self.interrupt_after = (
+        memory, crash_on, 0, interrupt_after)
 
   def train(self, arch, workdir, steps, init_variables=None):
     self.calls += 1
@@ -297,7 +304,8 @@ def test_run_resumes_after_a_kill_without_duplicates(tmp_path):
   assert len(rows) == total and trainer.calls == total - 7
   # Run again: everything is done, nothing trains.
   again = FakeTrainer(memory)
-  netadapt.run(seed, _config(), str(tmp_path / 'b'), MacsPredictor(10), trainer=again, num_classes=10)
+  netadapt.run(seed, _config(), str(tmp_path / 'b'), MacsPredictor(10), trainer=again,
+               num_classes=10)
   assert again.calls == 0
 
 
@@ -315,7 +323,8 @@ def test_fine_tuning_starts_from_the_given_variables(tmp_path):
   r = train.train_candidate(arch, c, str(tmp_path / 'run'), budget_steps=2, init_variables=v)
   assert r.status == 'done' and r.steps == 2
   got = checkpoints.read_variables(str(tmp_path / 'run' / 'checkpoints'))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got["params"], v["params"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               got["params"], v["params"])
   bad = _variables(parse('r32_w1_sev3 stem_c8_hs ir_r1_k3_s2_x24_c8_relu head_c16_hs'))
   with pytest.raises(ValueError, match='expected shape'):
     train.train_candidate(arch, c, None, budget_steps=1, init_variables=bad)

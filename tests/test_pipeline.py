@@ -1,4 +1,7 @@
-"""The pipeline (mnas.search.pipeline): stage order and skipping, resuming, scaling the references."""
+"""The pipeline (mnas.search.pipeline).
+
+Stage order and skipping, resuming, scaling the references.
+"""
 import json
 import os
 

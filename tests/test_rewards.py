@@ -100,7 +100,7 @@ def test_broadcasting_numpy_jax_and_jit(kind):
   reward = rewards.make_reward(kind, 75.0)
   acc = np.array([0.7, 0.75, 0.8])
   lat = np.array([[60.0], [75.0], [90.0]])  # [3, 1] x [3] -> [3, 3].
-  expected = np.array([[reward(a, l) for a in acc] for l in lat[:, 0]])
+  expected = np.array([[reward(a, lat_ms) for a in acc] for lat_ms in lat[:, 0]])
   np.testing.assert_allclose(reward(acc, lat), expected, rtol=1e-12)
   np.testing.assert_allclose(reward(jnp.asarray(acc), jnp.asarray(lat)),
                              expected, rtol=1e-5)

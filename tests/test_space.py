@@ -49,7 +49,7 @@ def test_token_fields():
   assert (layer.kernel, layer.stride, layer.expanded, layer.out, layer.se_ratio, layer.act) == (
       5, 2, 184, 80, 0.25, 'hs')
   layers = space_lib.parse_block('ir_r3_k3_s2_e6_c24_relu6')
-  assert [l.stride for l in layers] == [2, 1, 1]
+  assert [layer.stride for layer in layers] == [2, 1, 1]
   # The explicit expanded width scales with the width multiplier.
   arch = parse('r224_w0.5_sev3 stem_c16_hs ir_r1_k3_s2_x184_c80_hs head_c960_hs')
   assert arch.describe_layers()[0]['expanded'] == make_divisible(92)

@@ -139,8 +139,8 @@ def test_warmup_arrays_have_the_same_structure_and_mix_the_options():
   assert spec(exact) == spec(mixed) == spec(net.empty_arrays())
   # Filter warm-up: the largest architecture (widths, expansion 6, full depth).
   assert len(arch.layers) == 6 and len(arch0.layers) == 3
-  assert [l.out for l in arch.layers] == [24, 24, 40, 40, 64, 64]
-  assert all(l.expansion == 6.0 for l in arch.layers)
+  assert [layer.out for layer in arch.layers] == [24, 24, 40, 40, 64, 64]
+  assert all(layer.expansion == 6.0 for layer in arch.layers)
   a = mixed['slots']['s1_l1']
   assert a['present'] == 1 and a['branch'] == 2  # The 7x7 branch, with mixed taps:
   np.testing.assert_allclose(a['kernel'][3, 3], 1.0)  # centre in all of 3, 5, 7;
