@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from typing import Any
@@ -12,11 +13,20 @@ _MISSING = object()
 
 
 def write(path: str, obj: Any) -> None:
-  """Writes `obj` as indented JSON; a crash mid-write leaves the old file (or none)."""
+  """Writes `obj` as indented JSON; a crash mid-write leaves the old file (or none).
+
+  A full disk is a DataError naming the file (the old file, if any, is kept).
+  """
   tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w') as f:
+      json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+  except OSError as e:
+    if e.errno != errno.ENOSPC:
+      raise
+    raise DataError(f'no space left on the device of {path}: free some and run the same '
+                    'command again') from None
 
 
 def read(path: str, default: Any = _MISSING) -> Any:
