@@ -18,7 +18,6 @@ with code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import json
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -78,37 +77,24 @@ VERBS = {
 }
 
 
-def _check_flags(verb: str) -> None:
-  from mnas.errors import ConfigError
-  _, required, optional = VERBS[verb]
-  own = {f for _, req, opt in VERBS.values() for f in req + opt}
-  extra = sorted(f for f in own - set(required) - set(optional) if FLAGS[f].present)
-  if extra:
-    raise ConfigError(f'launch.py {verb} takes no --{extra[0]}; its flags: '
-                      + ', '.join(f'--{f}' for f in required + optional))
-  missing = [f for f in required if FLAGS[f].value is None]
-  if missing:
-    example = {'config': 'experiments/quickstart.py', 'workdir': 'DIR',
-               'arch': 'mobilenet_v3_small'}[missing[0]]
-    raise ConfigError(f'launch.py {verb} needs --{missing[0]} (e.g. --{missing[0]}={example})')
-
-
 def main(argv) -> None:
-  from mnas import distributed
-  from mnas.errors import UserError
+  from mnas import cli, distributed
+  from mnas.errors import ConfigError
   logging.set_verbosity(logging.INFO)
-  try:
+
+  def verb():
     if len(argv) < 2 or argv[1] not in VERBS:
-      raise UserError(f'usage: launch.py VERB [flags]; VERB one of {sorted(VERBS)}')
-    _check_flags(argv[1])
+      raise ConfigError(f'usage: launch.py VERB [flags]; VERB one of {sorted(VERBS)}')
+    fn, required, optional = VERBS[argv[1]]
+    cli.check_flags(FLAGS, argv[1], required, optional,
+                    {f for _, req, opt in VERBS.values() for f in req + opt})
     if argv[1] in ('train', 'search'):
       distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                              force=FLAGS.distributed)
-    VERBS[argv[1]][0](argv)
-  except UserError as e:  # What the user can fix: one line, no traceback.
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    fn(argv)
+  cli.run(verb)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from mnas import cli
+  app.run(main, flags_parser=lambda argv: cli.parse_flags(FLAGS, argv))

@@ -18,7 +18,7 @@ in a few dozen samples:
   * the proxy task trains `--train_steps` (1,000) steps instead of 400: after 400 steps of
     32 images the tiny space's candidates reach 12-16% (chance 10%), after 1,000 16-26%
     (median 21%, over the 215 architectures of the run reported in the README);
-  * the controllers use the short-budget hyperparameters of `SHORT_BUDGET` (their defaults
+  * the controllers use the quickstart's short-budget hyperparameters (their defaults
     are the papers', meant for thousands of samples). They were chosen on a synthetic
     reward at the same budget (`--tune`), not on this benchmark's results.
 
@@ -53,12 +53,7 @@ from mnas.search import multi_trial, store as store_lib  # noqa: E402
 import search_spaces  # noqa: E402
 
 # Learning rates / population for a budget of a few dozen samples (a handful of updates).
-SHORT_BUDGET = {
-    'random': {},
-    'mnasnet': dict(learning_rate=0.03),  # MnasNet's 3.5e-4 is for 8,000 samples.
-    'reinforce': dict(learning_rate=0.4),  # TuNAS's 0.0048 is per training step.
-    'evolution': dict(population_size=8, tournament_size=3),  # Real et al.: 100 / 25.
-}
+SHORT_BUDGET = {name: dict(kw) for name, kw in quickstart.get_config().controller_kwargs.items()}
 
 
 class ProxyCache:
@@ -99,7 +94,6 @@ def make_config(args, name: str, seed: int):
   c.train.num_train_steps = args.train_steps
   c.hparams_per_candidate = False
   c.controller, c.seed = name, seed
-  c.controller_kwargs = SHORT_BUDGET.get(name, {})
   return c
 
 

@@ -17,7 +17,10 @@ def base_config() -> ml_collections.ConfigDict:
   # 'mnasnet' (LSTM + PPO, Tan et al. 2019), 'reinforce' (TuNAS, Bender et al. 2020),
   # 'evolution' (Real et al. 2019), 'random'.
   c.controller = 'mnasnet'
-  c.controller_kwargs = {}
+  # Hyperparameters of each controller that differ from the papers' (the controllers' own
+  # defaults, mnas/controllers/): only those of `controller` are used.
+  c.controller_kwargs = ml_collections.ConfigDict(
+      {'mnasnet': {}, 'reinforce': {}, 'evolution': {}, 'random': {}})
   c.num_steps = 100  # Controller updates.
   c.candidates_per_step = 8  # MnasNet: a batch of candidates per update.
   c.seed = 0

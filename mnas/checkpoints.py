@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import warnings
 from typing import Any
 
 from absl import logging
@@ -25,9 +24,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-
-class CorruptCheckpointWarning(UserWarning):
-  """The latest checkpoint could not be read; an earlier one was used."""
+from mnas.errors import no_space, no_space_error
 
 
 def _to_host(tree):
@@ -61,7 +58,8 @@ class Checkpointer:
                                           item_names=('state', 'data'))
 
   def all_steps(self) -> list[int]:
-    return sorted(self._manager.all_steps(read=True))
+    self._manager.reload()
+    return sorted(self._manager.all_steps())
 
   def latest_step(self) -> int | None:
     steps = self.all_steps()
@@ -76,7 +74,16 @@ class Checkpointer:
     tree = _to_host(flax.serialization.to_state_dict(state))
     args = ocp.args.Composite(state=ocp.args.StandardSave(tree),
                               data=ocp.args.JsonSave(data_state or {}))
-    return self._manager.save(int(step), args=args, force=True)
+    return self._disk(self._manager.save, int(step), args=args, force=True)
+
+  def _disk(self, fn, *args, **kwargs):
+    """fn(...), with a full disk raised as one DataError naming the directory."""
+    try:
+      return fn(*args, **kwargs)
+    except Exception as e:  # orbax wraps the OSError in its own errors.
+      if no_space(e):
+        raise no_space_error(self.directory) from None
+      raise
 
   def _restore_step(self, step: int, target: Any):
     abstract = _to_host(flax.serialization.to_state_dict(target))
@@ -96,18 +103,17 @@ class Checkpointer:
     """(step, state, data_state) of the newest readable checkpoint, or None if there is none.
 
     `target` is a pytree of the state's structure (e.g. a freshly initialised train state);
-    its leaves are replaced by the restored arrays (numpy). Unreadable newer steps are moved
-    aside to `<directory>.corrupt/<step>-<time>` with a `CorruptCheckpointWarning`, so that
-    training can continue (and save those steps again) from the previous one.
+    its leaves are replaced by the restored arrays (numpy). An unreadable newer step is moved
+    aside once, to `<directory>.corrupt/<step>-<time>`, with one warning line, so that the run
+    continues (and saves that step again) from the previous one.
     """
     for step in reversed(self.all_steps()):
       try:
         state, data_state = self._restore_step(step, target)
       except Exception as e:  # pylint: disable=broad-except
-        msg = (f'checkpoint step {step} in {self.directory} is unreadable '
-               f'({type(e).__name__}: {str(e)[:300]}); falling back to the previous one')
-        logging.warning(msg)
-        warnings.warn(msg, CorruptCheckpointWarning, stacklevel=2)
+        logging.warning('checkpoint step %d in %s is unreadable (%s: %s); moved to %s.corrupt/, '
+                        'continuing from the previous one', step, self.directory,
+                        type(e).__name__, str(e)[:200], self.directory)
         self._quarantine(step)
         continue
       logging.info('Restored checkpoint step %d from %s.', step, self.directory)
@@ -130,10 +136,10 @@ class Checkpointer:
     self._manager.reload()
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    self._disk(self._manager.wait_until_finished)
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    self.wait()
     self._manager.close()
 
 

@@ -13,23 +13,25 @@ from mnas.errors import ConfigError
 
 
 def lookup(config: Any, dotted: str) -> Any:
-  """config.a.b for 'a.b'; KeyError naming the first missing part."""
-  value = config
-  for part in dotted.split('.'):
+  """config.a.b for 'a.b'; KeyError naming the first missing prefix ('a' or 'a.b')."""
+  value, parts = config, dotted.split('.')
+  for i, part in enumerate(parts):
     if not hasattr(value, 'keys') or part not in value:
-      raise KeyError(part)
+      raise KeyError('.'.join(parts[:i + 1]))
     value = value[part]
   return value
 
 
 def require(config: Any, fields: Iterable[str], where: str = 'config') -> None:
-  """Raises ConfigError naming every field of `fields` (dotted) that `config` lacks."""
+  """Raises ConfigError naming every field of `fields` (dotted) that `config` lacks (a
+  missing block once, not each of its fields)."""
   missing = []
   for name in fields:
     try:
       lookup(config, name)
-    except KeyError:
-      missing.append(name)
+    except KeyError as e:
+      if e.args[0] not in missing:
+        missing.append(e.args[0])
   if missing:
     raise ConfigError(f'{where} has no field {", ".join(missing)}: the configs in experiments/ '
                       'hold every field with its default; start from one of them')

@@ -24,10 +24,10 @@ plain single-process run never initialises anything. Missing arguments are autod
 from __future__ import annotations
 
 import os
+import sys
 from typing import Mapping
 
 from absl import logging
-import jax
 
 _KV_PREFIX = 'mnas/'
 
@@ -62,12 +62,14 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   `jax.distributed.initialize` (SLURM, Cloud TPU pods, Open MPI, or JAX_* variables).
   `force` initialises even when nothing asks for it (e.g. on a Cloud TPU VM pod, whose
   workers JAX finds through the metadata server). On CPU the cross-process collectives are
-  gloo's (`jax_cpu_collectives_implementation`).
+  gloo's (`jax_cpu_collectives_implementation`). A run that nothing asks to distribute does
+  not even import JAX here (so that `launch.py` can take the workdir's lock first).
   """
-  if jax.distributed.is_initialized():
-    return True
   if not (force or requested(coordinator_address, num_processes, process_id, environ)):
     return False
+  import jax
+  if jax.distributed.is_initialized():
+    return True
   platforms = str(jax.config.jax_platforms or environ.get('JAX_PLATFORMS', ''))
   if platforms.split(',')[0].strip() == 'cpu':
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
@@ -78,7 +80,14 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 
 
 def is_main() -> bool:
-  """Whether this is process 0, the one that writes summaries, stores and checkpoints."""
+  """Whether this is process 0, the one that writes summaries, stores and checkpoints.
+
+  Without `jax.distributed` (nothing initialised it) there is one process: no need to
+  import JAX to know.
+  """
+  jax = sys.modules.get('jax')
+  if jax is None or not jax.distributed.is_initialized():
+    return True
   return jax.process_index() == 0
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from typing import Any
 
-from mnas.errors import DataError
+from mnas.errors import DataError, no_space, no_space_error
 
 _MISSING = object()
 
@@ -23,10 +22,9 @@ def write(path: str, obj: Any) -> None:
       json.dump(obj, f, indent=1)
     os.replace(tmp, path)
   except OSError as e:
-    if e.errno != errno.ENOSPC:
+    if not no_space(e):
       raise
-    raise DataError(f'no space left on the device of {path}: free some and run the same '
-                    'command again') from None
+    raise no_space_error(path) from None
 
 
 def read(path: str, default: Any = _MISSING) -> Any:

@@ -28,15 +28,23 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mnas import config as cfg
 from mnas.errors import ConfigError
 
 SCHEDULES = ('cosine', 'exponential', 'constant')
 OPTIMIZERS = ('rmsprop', 'sgd', 'momentum')  # 'momentum' is another name for 'sgd'.
 
-SCHEDULE_FIELDS = ('lr', 'batch_size', 'base_batch_size', 'schedule', 'warmup_epochs',
-                   'end_lr_ratio', 'lr_decay_epochs', 'lr_decay_rate')
-OPTIMIZER_FIELDS = ('optimizer', 'momentum', 'nesterov', 'rmsprop_decay', 'rmsprop_epsilon',
-                    'rmsprop_initial_scale', 'grad_clip_norm')
+# The config fields read here and their allowed values (`mnas.config.check`).
+SCHEDULE_RULES = {
+    'lr': cfg.NON_NEGATIVE, 'batch_size': cfg.POSITIVE, 'base_batch_size': cfg.POSITIVE,
+    'schedule': cfg.one_of(*SCHEDULES), 'warmup_epochs': cfg.NON_NEGATIVE,
+    'end_lr_ratio': cfg.NON_NEGATIVE, 'lr_decay_epochs': cfg.above(0),
+    'lr_decay_rate': cfg.above(0)}
+OPTIMIZER_RULES = {
+    'optimizer': cfg.one_of(*OPTIMIZERS), 'momentum': cfg.fraction(), 'nesterov': cfg.BOOL,
+    'rmsprop_decay': cfg.fraction(), 'rmsprop_epsilon': cfg.above(0),
+    'rmsprop_initial_scale': cfg.NON_NEGATIVE, 'grad_clip_norm': cfg.NON_NEGATIVE}
+SCHEDULE_FIELDS, OPTIMIZER_FIELDS = tuple(SCHEDULE_RULES), tuple(OPTIMIZER_RULES)
 FIELDS = SCHEDULE_FIELDS + OPTIMIZER_FIELDS
 
 

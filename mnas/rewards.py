@@ -21,6 +21,8 @@ import jax
 import numpy as np
 import jax.numpy as jnp
 
+from mnas.errors import ConfigError
+
 # Default exponents. MnasNet Eq. 2: soft constraint alpha = beta = -0.07,
 # hard constraint alpha = 0, beta = -1. MobileNetV3-Small: w = -0.15.
 # TuNAS: --rl_cost_model_exponent default -0.10.
@@ -102,14 +104,15 @@ def make_reward(kind: str, target_ms: float,
       MnasNet kinds; 'beta' for the TuNAS kinds).
   """
   if kind not in _KINDS:
-    raise ValueError(f'reward kind must be one of {KINDS}, got {kind!r}.')
+    raise ConfigError(f'reward.kind={kind!r} is not allowed; allowed: one of {KINDS}')
   if not target_ms > 0:  # Also rejects NaN.
-    raise ValueError(f'reward target_ms must be > 0, got {target_ms!r}.')
+    raise ConfigError(f'reward.target_ms={target_ms!r} is not allowed; allowed: > 0 '
+                      '(milliseconds of the latency table)')
   fn, defaults = _KINDS[kind]
   unknown = set(params) - set(defaults)
   if unknown:
-    raise ValueError(f'unknown reward parameter(s) {sorted(unknown)} for kind '
-                     f'{kind!r}; allowed: {sorted(defaults)}.')
+    raise ConfigError(f'reward.params has {sorted(unknown)}, not a parameter of reward kind '
+                      f'{kind!r}; allowed: {sorted(defaults)}')
   kw = {**defaults, **{k: float(v) for k, v in params.items()}}
   target_ms = float(target_ms)
 

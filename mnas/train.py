@@ -1,8 +1,7 @@
 """Training: the proxy task of the search and the final models.
 
-Pure functions over an explicit `TrainState`; the per-replica steps `train_step` /
-`eval_step` are made data-parallel by `mnas.parallel.parallelize` (a `jax.pmap` over a group
-of devices, axis name `AXIS`), the one place to change for `shard_map`. The group is all
+The training loop over the compiled steps of `mnas.steps` (pure functions over an explicit
+`TrainState`, data-parallel over a group of devices by `mnas.parallel`). The group is all
 devices of all processes by default (multi-process data-parallel training: each process
 feeds its local devices with its own shard of the data, gradients and batch-norm statistics
 are averaged over every device; see mnas/distributed.py), or one process's devices (a
@@ -20,7 +19,8 @@ statistics (decay 0.9999, with TF's `num_updates` ramp) used for evaluation. The
 rate is `lr * batch_size / base_batch_size`. The optimiser and the schedules are in
 `mnas.optim` (shared with the one-shot supernet). Every default lives in the config:
 `experiments/train.py` documents every field and its source; a config that lacks a field
-the trainer reads (`FIELDS`, `RUN_FIELDS`) fails at once with a `ConfigError` naming it.
+the trainer reads, or has a value outside what `RULES` / `RUN_RULES` allow, fails at once
+with a `ConfigError` naming the field and the allowed values (`check_config`).
 
 Public API:
   train_candidate(arch, config, workdir=None, *, budget_steps=None, budget_epochs=None,
@@ -28,64 +28,57 @@ Public API:
       -> TrainResult                                   # the proxy task (validation)
   train_and_evaluate(config, workdir) -> TrainResult   # `launch.py train`
   training_data(config) -> TrainingData                # the training split and its batches
-  make_steps(arch, num_classes, config, devices=None) -> Steps   # compiled, cached
+  check_config(config, where, run=False)               # the fields, then the dataset
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import functools
 import math
 import os
-import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from absl import logging
-import flax
-import flax.struct
 import jax
-from jax import lax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from mnas import checkpoints, jsonfile, metrics, optim, parallel
-from mnas.config import require
+from mnas import checkpoints, config as cfg, jsonfile, metrics, optim, parallel
+from mnas import steps as steps_lib
 from mnas.errors import ConfigError
-from mnas.parallel import AXIS
 from mnas.space import Architecture
+from mnas.steps import Steps, make_steps, state_from_variables
 
-# The fields of a train config read here; experiments/train.py holds each with its default
-# and source. `train_candidate` reads FIELDS; `train_and_evaluate` RUN_FIELDS too.
-DATA_FIELDS = ('dataset', 'data_dir', 'holdout', 'num_classes', 'batch_size', 'data_threads')
-STEP_FIELDS = ('dropout_rate', 'dtype', 'depthwise_impl', 'weight_decay', 'label_smoothing',
-               'ema_decay') + optim.OPTIMIZER_FIELDS  # The compiled steps' (static) ones.
-FIELDS = tuple(dict.fromkeys(
-    DATA_FIELDS + STEP_FIELDS + optim.FIELDS + (
-        'min_area', 'eval_batch_size', 'num_epochs', 'num_train_steps', 'log_every_steps',
-        'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'divergence_loss')))
-RUN_FIELDS = ('arch', 'width_multiplier', 'resolution', 'eval_split', 'seed')
-WHERE = 'the train config'  # How `require` names a train config (config.train, .final, ...).
-
-_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+# The fields of a train config read here and their allowed values; experiments/train.py
+# holds each with its default and source. `train_candidate` reads RULES; `train_and_evaluate`
+# RUN_RULES too.
+_HOLDOUT = (lambda v: v is None or (cfg.INT[0](v) and v >= 0)
+            or (isinstance(v, str) and v.endswith('%')),
+            "None (the dataset's default), a count >= 0 or a percentage such as '10%'")
+DATA_RULES = {
+    'dataset': cfg.TEXT, 'data_dir': cfg.optional(cfg.TEXT), 'holdout': _HOLDOUT,
+    'num_classes': cfg.optional(cfg.POSITIVE), 'batch_size': cfg.POSITIVE,
+    'data_threads': cfg.POSITIVE}
+RULES = {
+    **DATA_RULES, **steps_lib.RULES, **optim.SCHEDULE_RULES,
+    'min_area': cfg.optional((lambda v: cfg.NUMBER[0](v) and 0 < v <= 1, 'a number in (0, 1]')),
+    'eval_batch_size': cfg.optional(cfg.POSITIVE), 'num_epochs': cfg.above(0),
+    # -1: num_epochs of the training split; a step count replaces it (never 0 or -3).
+    'num_train_steps': cfg.either(-1, cfg.POSITIVE), 'log_every_steps': cfg.POSITIVE,
+    'eval_every_steps': cfg.either(-1, cfg.POSITIVE), 'checkpoint_every_steps': cfg.INT,
+    'keep_checkpoints': cfg.POSITIVE, 'divergence_loss': cfg.optional(cfg.above(0))}
+RUN_RULES = {'arch': cfg.TEXT, 'width_multiplier': cfg.optional(cfg.above(0)),
+             'resolution': cfg.optional(cfg.POSITIVE),
+             'eval_split': cfg.one_of('test', 'validation'), 'seed': cfg.INT}
+FIELDS, RUN_FIELDS = tuple(RULES), tuple(RUN_RULES)
+WHERE = 'config.train'  # How errors name the train config of a search.
 
 
 # ---------------------------------------------------------------------------------------------
 # State and results.
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything that changes during training; replicated over devices under pmap."""
-  step: jax.Array             # int32: number of updates applied.
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  ema_params: Any             # Exponential moving averages, used for evaluation.
-  ema_batch_stats: Any
-  rng: jax.Array              # uint32 [2] key; dropout draws fold in (step, device).
 
 
 @dataclasses.dataclass
@@ -113,184 +106,6 @@ class TrainResult:
 
 class Diverged(FloatingPointError):
   """The training loss became NaN or infinite, or exceeded config.divergence_loss."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-replica steps (the supernet's, mnas.oneshot, share the loss and the sums).
-
-
-def smoothed_cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
-  """Mean softmax cross-entropy with label smoothing (Szegedy et al. 2016)."""
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
-  return jnp.mean(optax.softmax_cross_entropy(logits, targets))
-
-
-def step_metrics(ce, l2, logits, labels, grads) -> dict[str, jax.Array]:
-  """What a train step reports: loss (the smoothed cross-entropy), accuracy, l2, grad_norm."""
-  return dict(loss=ce, accuracy=jnp.mean(jnp.argmax(logits, -1) == labels), l2=l2,
-              grad_norm=optax.global_norm(grads))
-
-
-def eval_sums(logits, batch: dict) -> dict[str, jax.Array]:
-  """Sums over the real (mask 1) examples: correct, loss (plain cross-entropy), count."""
-  mask = batch.get('mask', jnp.ones(batch['label'].shape, jnp.float32))
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-  correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
-  return dict(correct=jnp.sum(correct * mask), loss=jnp.sum(ce * mask), count=jnp.sum(mask))
-
-
-@dataclasses.dataclass(frozen=True)
-class StepConfig:
-  """The static (compile-time) part of a training run."""
-  num_classes: int
-  label_smoothing: float
-  weight_decay: float
-  ema_decay: float
-
-
-def train_step(state: TrainState, batch: dict, lr: jax.Array, *, model, tx, cfg: StepConfig,
-               axis_name: str | None = AXIS) -> tuple[TrainState, dict]:
-  """One update on this replica's part of the batch; gradients averaged across replicas.
-
-  Loss: softmax cross-entropy with label smoothing + weight_decay * l2_loss(kernels).
-  Dropout draws from fold_in(fold_in(rng, step), replica). Returns the new state and
-  replica-averaged metrics (loss = the smoothed cross-entropy, accuracy, l2, grad_norm).
-  """
-  replica = lax.axis_index(axis_name) if axis_name else 0
-  dropout_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), replica)
-  labels = batch['label']
-
-  def loss_fn(params):
-    logits, new_vars = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
-        rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
-    ce = smoothed_cross_entropy(logits, labels, cfg.num_classes, cfg.label_smoothing)
-    l2 = optim.l2_loss(params)
-    return ce + cfg.weight_decay * l2, (ce, l2, logits, new_vars['batch_stats'])
-
-  grads, (ce, l2, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-  if axis_name:
-    grads = lax.pmean(grads, axis_name)
-  params, opt_state = optim.apply_gradients(tx, grads, state.opt_state, state.params, lr)
-
-  # TF's ExponentialMovingAverage(decay, num_updates=step): decay ramps up early in training.
-  t = state.step.astype(jnp.float32)
-  d = jnp.minimum(cfg.ema_decay, (1.0 + t) / (10.0 + t)) if cfg.ema_decay > 0 else 0.0
-  ema = lambda e, p: d * e + (1.0 - d) * p
-  new_state = state.replace(
-      step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
-      ema_params=jax.tree.map(ema, state.ema_params, params),
-      ema_batch_stats=jax.tree.map(ema, state.ema_batch_stats, batch_stats))
-  metrics = step_metrics(ce, l2, logits, labels, grads)
-  return new_state, lax.pmean(metrics, axis_name) if axis_name else metrics
-
-
-def eval_step(params, batch_stats, batch: dict, *, model,
-              axis_name: str | None = AXIS) -> dict[str, jax.Array]:
-  """`eval_sums` of this replica's part of the batch, summed over the replicas."""
-  logits = model.apply({'params': params, 'batch_stats': batch_stats}, batch['image'],
-                       train=False)
-  sums = eval_sums(logits, batch)
-  return lax.psum(sums, axis_name) if axis_name else sums
-
-
-# ---------------------------------------------------------------------------------------------
-# Compiled steps, cached per (architecture, static config, devices).
-
-
-@dataclasses.dataclass
-class Steps:
-  """The model and its compiled functions for one (architecture, config, devices)."""
-  model: Any
-  tx: optax.GradientTransformation
-  init: Callable[[int], TrainState]   # seed -> host (unreplicated) state.
-  train: Callable                     # (replicated state, batch, lr) -> (state, metrics).
-  evaluate: Callable                  # (params, batch_stats, batch) -> sums.
-  devices: tuple
-  num_params: int = 0
-
-
-_FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
-_STEPS_CACHE: dict = {}
-_STEPS_CACHE_SIZE = 8  # Then `release_compiled`: XLA's per-program memory maps are bounded.
-_STEPS_LOCK = threading.Lock()
-
-
-def _static_key(arch: Architecture, num_classes: int, config, devices) -> tuple:
-  return (str(arch), num_classes, tuple(config[f] for f in STEP_FIELDS),
-          tuple(d.id for d in devices))
-
-
-def make_steps(arch: Architecture, num_classes: int, config,
-               devices: Sequence[jax.Device] | None = None) -> Steps:
-  """Model, optimiser and pmapped train/eval steps (memoised: no recompilation per call).
-
-  `devices` (default: all of `jax.devices()`, i.e. of every process) form the data-parallel
-  group; see `mnas.parallel.parallelize`. Raises ConfigError when the config lacks one of
-  STEP_FIELDS or has a value that is not allowed.
-  """
-  from mnas import models
-  require(config, STEP_FIELDS, WHERE)
-  devices = tuple(devices or jax.devices())
-  key = _static_key(arch, num_classes, config, devices)
-  with _STEPS_LOCK:
-    if key in _STEPS_CACHE:
-      return _STEPS_CACHE[key]
-  if config.dtype not in _DTYPES:
-    raise ConfigError(f'train config field dtype={config.dtype!r} is not allowed: one of '
-                      f'{", ".join(_DTYPES)}')
-  model = models.build_model(arch, num_classes, dropout_rate=float(config.dropout_rate),
-                             dtype=_DTYPES[config.dtype], depthwise_impl=config.depthwise_impl,
-                             bn_axis_name=AXIS)
-  tx = optim.make_optimizer(config)
-  cfg = StepConfig(num_classes=num_classes, label_smoothing=float(config.label_smoothing),
-                   weight_decay=float(config.weight_decay), ema_decay=float(config.ema_decay))
-  res = arch.resolution
-
-  @jax.jit
-  def _init(rng):
-    init_rng, dropout_rng = jax.random.split(rng)
-    variables = model.init(init_rng, jnp.zeros((1, res, res, 3), jnp.float32), train=False)
-    params, batch_stats = variables['params'], variables.get('batch_stats', {})
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                      opt_state=tx.init(params), ema_params=params, ema_batch_stats=batch_stats,
-                      rng=dropout_rng)
-
-  compiled_init = []
-
-  def init(seed: int) -> TrainState:
-    key = jax.random.PRNGKey(seed)
-    if not compiled_init:  # Runs once per model: XLA's cheapest optimisation level halves
-      # the compile time of the ~100 random initialisers (deterministic all the same).
-      compiled_init.append(_init.lower(key).compile(compiler_options=_FAST_COMPILE))
-    return jax.device_get(compiled_init[0](key))
-
-  train = parallel.parallelize(functools.partial(train_step, model=model, tx=tx, cfg=cfg),
-                               devices, in_axes=(0, 0, None), donate_argnums=(0,))
-  evaluate = parallel.parallelize(functools.partial(eval_step, model=model), devices,
-                                  in_axes=(0, 0, 0))
-  shapes = jax.eval_shape(_init, jax.random.PRNGKey(0))
-  num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes.params)))
-  steps = Steps(model=model, tx=tx, init=init, train=train, evaluate=evaluate, devices=devices,
-                num_params=num_params)
-  with _STEPS_LOCK:
-    if len(_STEPS_CACHE) >= _STEPS_CACHE_SIZE:
-      release_compiled()
-    _STEPS_CACHE[key] = steps
-  return steps
-
-
-def release_compiled() -> None:
-  """Drops every cached compiled step, and JAX's own caches with them.
-
-  XLA:CPU maps ~2,000 memory regions per compiled candidate (its JIT code) and frees them
-  only when JAX's caches let go of the executable; dropping our reference is not enough.
-  Linux allows 65,530 maps per process by default (vm.max_map_count): a search process that
-  kept every candidate's program aborted ("LLVM ERROR: Unable to allocate section memory")
-  after ~45 candidates. Called when the cache is full; measured: 2,900 maps -> 800.
-  """
-  _STEPS_CACHE.clear()
-  jax.clear_caches()
 
 
 def _fmt_seconds(s: float) -> str:
@@ -333,7 +148,7 @@ def training_data(config) -> TrainingData:
   """The dataset, holdout (None: the dataset's default), classes (None: the dataset's) and
   batch of a train config. Raises ConfigError when batch_size exceeds the training split."""
   from mnas import data
-  require(config, DATA_FIELDS, WHERE)
+  cfg.require(config, DATA_RULES, WHERE)
   holdout = data.default_holdout(config.dataset) if config.holdout is None else config.holdout
   num_classes = (config.num_classes
                  or data.dataset_info(config.dataset, config.data_dir).num_classes)
@@ -364,32 +179,6 @@ def _evaluate(steps: Steps, state, config, td: TrainingData, kind: str,
   totals = parallel.unreplicate(totals)
   count = max(float(totals['count']), 1.0)
   return float(totals['correct']) / count, float(totals['loss']) / count
-
-
-def state_from_variables(steps: Steps, variables: dict, seed: int) -> TrainState:
-  """A fresh train state (step 0) that starts from given `{'params', 'batch_stats'}`.
-
-  The optimiser state is new and the EMA starts at the given weights; the dropout key is
-  the one `steps.init(seed)` would draw. Used to fine-tune inherited weights (NetAdapt).
-  Raises ValueError naming the first variable whose shape does not fit the model.
-  """
-  res = steps.model.arch.resolution
-  expected = jax.eval_shape(lambda: steps.model.init(
-      jax.random.key(0), jnp.zeros((1, res, res, 3), jnp.float32), train=False))
-  given = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
-  flat_given = dict(jax.tree_util.tree_flatten_with_path(given)[0])
-  for path, leaf in jax.tree_util.tree_flatten_with_path(
-      {'params': expected['params'], 'batch_stats': expected.get('batch_stats', {})})[0]:
-    if path not in flat_given or np.shape(flat_given[path]) != leaf.shape:
-      got = np.shape(flat_given[path]) if path in flat_given else 'nothing'
-      raise ValueError(f'init_variables{jax.tree_util.keystr(path)}: expected shape '
-                       f'{leaf.shape}, got {got}')
-  params = jax.tree.map(lambda x: np.asarray(x, np.float32), given['params'])
-  batch_stats = jax.tree.map(lambda x: np.asarray(x, np.float32), given['batch_stats'])
-  _, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
-  return TrainState(step=np.zeros((), np.int32), params=params, batch_stats=batch_stats,
-                    opt_state=jax.device_get(steps.tx.init(params)), ema_params=params,
-                    ema_batch_stats=batch_stats, rng=np.asarray(dropout_rng))
 
 
 def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
@@ -561,7 +350,7 @@ def train_candidate(arch: Architecture, config, workdir: str | None = None, *,
   of a random initialisation (NetAdapt fine-tunes inherited weights; a checkpoint in
   `workdir` still wins, so a killed fine-tune resumes).
   """
-  require(config, FIELDS, WHERE)
+  cfg.check(config, RULES, WHERE)
   return _run(arch, config, workdir, seed=seed, budget_steps=budget_steps,
               budget_epochs=budget_epochs, eval_kind='validation', callbacks=callbacks,
               devices=devices, init_variables=init_variables)
@@ -572,14 +361,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   Evaluates on `config.eval_split` ('test' by default; 'validation' = the holdout). Set
   `holdout=0` to train a final model on the whole training split. Checkpoints, summaries and
-  result.json go to `workdir`; an interrupted run resumes from its latest checkpoint. A
-  config that lacks one of FIELDS or RUN_FIELDS raises ConfigError naming it.
+  result.json go to `workdir`; an interrupted run resumes from its latest checkpoint, and
+  only with the config it was started with (`mnas.workdir`: only how much is logged and
+  checkpointed may change). A bad config (`check_config`) raises ConfigError naming the
+  field, before anything runs.
   """
   import search_spaces
-  require(config, FIELDS + RUN_FIELDS, WHERE)
+  from mnas import distributed, workdir as workdir_lib
+  check_config(config, 'config', run=True)
   arch = search_spaces.load_arch(config.arch, config.width_multiplier, config.resolution)
-  result = _run(arch, config, workdir, seed=int(config.seed), budget_steps=None,
-                budget_epochs=None, eval_kind=config.eval_split)
+  with (workdir_lib.hold(workdir, 'train', config) if distributed.is_main()
+        else contextlib.nullcontext()):
+    result = _run(arch, config, workdir, seed=int(config.seed), budget_steps=None,
+                  budget_epochs=None, eval_kind=config.eval_split)
   if result.status != 'done':
     logging.error('Training failed: %s', result.reason)
   return result
+
+
+def check_config(config, where: str = WHERE, run: bool = False) -> TrainingData:
+  """Checks a train config before any work: every field against RULES (and RUN_RULES for a
+  `launch.py train` config), then the dataset (known, prepared; the embedded one is
+  generated here on first use) and the batch against it. Returns the training data."""
+  cfg.check(config, {**RULES, **RUN_RULES} if run else RULES, where)
+  return training_data(config)

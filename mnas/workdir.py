@@ -36,8 +36,11 @@ KINDS = ('multi_trial', 'oneshot', 'pipeline', 'train', 'latency')
 RESUMABLE = ('num_steps', 'max_seconds', '*data_dir', '*data_threads', '*log_every_steps',
              '*checkpoint_every_steps', '*keep_checkpoints', 'pareto_every_steps',
              'hparams_per_candidate', '*progress', '*save_every')
-# What a search wrote into its workdir before the record existed.
-_OLD_MARKERS = ('results.sqlite', 'controller', 'checkpoints', 'oneshot.json', 'search')
+# A training run may also be continued for longer.
+RESUMABLE_BY_KIND = {'train': ('num_train_steps', 'num_epochs')}
+# What a search wrote into its workdir before the record existed (a training run's workdir
+# has not changed its format).
+_OLD_MARKERS = ('results.sqlite', 'controller', 'oneshot.json', 'search', 'netadapt')
 _HELD: dict[str, int] = {}  # This process's locks: real path -> open file descriptor.
 
 
@@ -59,12 +62,17 @@ def as_json(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def differences(recorded: dict, config: dict) -> list[str]:
+def resumable(kind: str) -> tuple[str, ...]:
+  """The fields (fnmatch patterns) that may change when a `kind` workdir is resumed."""
+  return RESUMABLE + RESUMABLE_BY_KIND.get(kind, ())
+
+
+def differences(recorded: dict, config: dict, kind: str) -> list[str]:
   """The dotted fields whose values differ (resumable ones excluded), 'name (old -> new)'."""
   old, new = _flat(recorded), _flat(config)
   out = []
   for name in sorted(set(old) | set(new)):
-    if any(fnmatch.fnmatchcase(name, p) for p in RESUMABLE):
+    if any(fnmatch.fnmatchcase(name, p) for p in resumable(kind)):
       continue
     if old.get(name, '<absent>') != new.get(name, '<absent>'):
       out.append(f'{name} ({old.get(name, "<absent>")!r} -> {new.get(name, "<absent>")!r})')
@@ -122,13 +130,13 @@ def check(workdir: str, kind: str, config) -> dict:
     if record.get('kind') != kind:
       raise ConfigError(f'{workdir} holds a {record.get("kind")} run, not a {kind} one: use '
                         'a new --workdir')
-    diff = differences(record['config'], as_json(config))
+    diff = differences(record['config'], as_json(config), kind)
     if diff:
       raise ConfigError(f'{workdir} was made with another config: {"; ".join(diff)}. Only '
-                        f'{", ".join(RESUMABLE)} may change on resume: to run this config, '
-                        'use a new --workdir')
+                        f'{", ".join(resumable(kind))} may change on resume: to run this '
+                        'config, use a new --workdir')
     return record
-  if any(os.path.exists(os.path.join(workdir, m)) for m in _OLD_MARKERS):
+  if kind != 'train' and any(os.path.exists(os.path.join(workdir, m)) for m in _OLD_MARKERS):
     raise DataError(f'{workdir} was written by an older mnas (it has no {RECORD}); its '
                     'checkpoints are in an older format: use a new --workdir')
   record = dict(kind=kind, created=datetime.datetime.now().isoformat(timespec='seconds'),

@@ -99,7 +99,7 @@ _TRAIN_STEPS = _INIT + textwrap.dedent(f'''
   import search_spaces
   sys.path.insert(0, 'tests')
   from conftest import train_config
-  from mnas import parallel, train
+  from mnas import parallel, steps as steps_lib
   assert jax.device_count() == 4 and jax.local_device_count() == 2
   cfg = train_config(dropout_rate=0.0, lr=0.5, base_batch_size=8, batch_size=8, optimizer='sgd',
                      ema_decay=0.9)
@@ -107,7 +107,7 @@ _TRAIN_STEPS = _INIT + textwrap.dedent(f'''
   rng = np.random.default_rng(0)
   image = rng.normal(size=({BATCH}, 32, 32, 3)).astype(np.float32)
   label = rng.integers(0, 10, {BATCH}).astype(np.int32)
-  steps = train.make_steps(arch, 10, cfg)  # All 4 devices of both processes.
+  steps = steps_lib.make_steps(arch, 10, cfg)  # All 4 devices of both processes.
   state = parallel.replicate(steps.init(0), steps.devices)
   local = slice(pid * {BATCH // 2}, (pid + 1) * {BATCH // 2})  # This process's half of the batch.
   batch = dict(image=image[local].reshape(2, 2, 32, 32, 3), label=label[local].reshape(2, 2))
@@ -125,7 +125,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
   import jax
   import search_spaces
   from conftest import train_config
-  from mnas import parallel, train
+  from mnas import parallel, steps as steps_lib
   outs = run_processes(_TRAIN_STEPS, args=[str(tmp_path)])
   assert all('TRAIN_OK' in o for o in outs), outs
   cfg = train_config(dropout_rate=0.0, lr=0.5, base_batch_size=8, batch_size=8, optimizer='sgd',
@@ -135,7 +135,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
   batch = dict(image=rng.normal(size=(1, BATCH, 32, 32, 3)).astype(np.float32),
                label=rng.integers(0, 10, (1, BATCH)).astype(np.int32))
   devs = jax.local_devices()[:1]
-  steps = train.make_steps(arch, 10, cfg, devs)
+  steps = steps_lib.make_steps(arch, 10, cfg, devs)
   init = steps.init(0)
   state = parallel.replicate(init, devs)
   for _ in range(2):

@@ -7,7 +7,8 @@ from conftest import MacsPredictor, fake_proxy
 from experiments import search_common
 from mnas import checkpoints, search
 from mnas.errors import ConfigError, DataError
-from mnas.search import multi_trial, results, store as store_lib, workdir
+from mnas import workdir
+from mnas.search import multi_trial, results, store as store_lib
 from mnas.search.evaluation import WorkdirMismatchError
 
 
@@ -94,7 +95,7 @@ def test_resume_continues_without_duplicates(tmp_path):
   from mnas import controllers
   cfg = config('reinforce', steps=2)
   ctl = controllers.make_controller(cfg.controller, search_spaces.get_space(cfg.space).num_options,
-                                    **dict(cfg.get('controller_kwargs', {})))
+                                    **dict(cfg.controller_kwargs[cfg.controller]))
   restored = checkpoints.Checkpointer(str(tmp_path / 'controller')).restore(
       ctl.init(jax.random.key(0)))
   assert restored is not None and restored[0] == 2
@@ -157,12 +158,10 @@ def test_a_stored_row_is_reused_only_for_the_architecture_sampled(tmp_path):
 
 def test_the_workdir_records_its_method_and_report_reads_it(tmp_path, capsys):
   search.run(config('random', steps=1), str(tmp_path), proxy=fake_proxy, predictor=MacsPredictor())
-  assert workdir.read_method(str(tmp_path)) == 'multi_trial'
+  assert workdir.read_kind(str(tmp_path)) == 'multi_trial'
   assert search.report(str(tmp_path))['arch'] in capsys.readouterr().out
-  other = config('random', steps=1)
-  other.method = 'oneshot'
-  with pytest.raises(ConfigError, match='multi_trial'):
-    search.run(other, str(tmp_path))
+  with pytest.raises(ConfigError, match='holds a multi_trial run, not a oneshot one'):
+    workdir.check(str(tmp_path), 'oneshot', config('random', steps=1))
   old = tmp_path / 'old'
   old.mkdir()
   store_lib.Store(str(old / 'results.sqlite')).close()  # What mnas wrote before workdir.json.

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import tiny_train_config as _config  # Also tests/test_distributed.py's.
 from conftest import train_config
+from mnas import steps as steps_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,7 +36,7 @@ def test_experiment_config_has_every_field_the_trainer_reads():
     assert experiment.get_config(variant).dataset == 'imagenet2012'
   read = set(train.FIELDS + train.RUN_FIELDS)
   assert set(config.keys()) == read, set(config.keys()) ^ read
-  assert set(optim.FIELDS) <= read and set(train.STEP_FIELDS) <= read
+  assert set(optim.FIELDS) <= read and set(steps_lib.FIELDS) <= read
 
 
 @pytest.mark.parametrize('field', ['lr', 'dataset', 'ema_decay', 'num_epochs'])
@@ -44,7 +45,7 @@ def test_a_train_config_missing_a_field_fails_naming_it(field, tmp_path):
   from mnas.errors import ConfigError
   config = train_config()
   del config[field]
-  with pytest.raises(ConfigError, match=f'train config has no field {field}:'):
+  with pytest.raises(ConfigError, match=f'config.train has no field {field}:'):
     train.train_candidate(_arch(), config, str(tmp_path / 'run'), budget_steps=1)
   with pytest.raises(ConfigError, match=f'has no field {field}:'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
@@ -94,7 +95,7 @@ _PMAP_CHECK = textwrap.dedent('''
   import jax, numpy as np
   import search_spaces
   from experiments import train as experiment
-  from mnas import parallel, train
+  from mnas import parallel, steps as steps_lib
   assert jax.local_device_count() == 4, jax.devices()
   cfg = experiment.get_config()
   cfg.update(dict(dropout_rate=0.0, lr=0.5, base_batch_size=8, batch_size=8, optimizer='sgd',
@@ -107,7 +108,7 @@ _PMAP_CHECK = textwrap.dedent('''
   out = {{}}
   for n in (1, 2, 4):
     devs = jax.devices()[:n]
-    steps = train.make_steps(arch, 10, cfg, devs)
+    steps = steps_lib.make_steps(arch, 10, cfg, devs)
     state = parallel.replicate(steps.init(0), devs)
     batch = dict(image=image.reshape(n, B // n, 32, 32, 3), label=label.reshape(n, B // n))
     for _ in range(2):
@@ -118,7 +119,7 @@ _PMAP_CHECK = textwrap.dedent('''
       assert all(np.array_equal(leaf[0], leaf[i]) for i in range(n))
     out[n] = (parallel.unreplicate(state), float(metrics['loss'][0]))
   ref, ref_loss = out[1]
-  init = jax.device_get(train.make_steps(arch, 10, cfg, jax.devices()[:1]).init(0))
+  init = jax.device_get(steps_lib.make_steps(arch, 10, cfg, jax.devices()[:1]).init(0))
   moved = max(float(np.max(np.abs(a - b))) for a, b in
               zip(jax.tree.leaves(ref.params), jax.tree.leaves(init.params)))
   assert moved > 1e-3, moved
@@ -152,25 +153,25 @@ class _Crash(Exception):
 def test_full_steps_cache_releases_xla_memory_maps(monkeypatch):
   """A long search must not run out of memory maps (XLA:CPU JIT code; see release_compiled)."""
   import jax
-  from mnas import parallel, train
+  from mnas import parallel
   if not os.path.exists('/proc/self/maps'):
     pytest.skip('needs /proc/self/maps (Linux)')
   maps = lambda: len(open('/proc/self/maps').readlines())
-  monkeypatch.setattr(train, '_STEPS_CACHE_SIZE', 1)
+  monkeypatch.setattr(steps_lib, '_STEPS_CACHE_SIZE', 1)
   cfg = train_config(batch_size=4, base_batch_size=4)
   devs = jax.devices()[:1]
-  first = train.make_steps(_arch(), 10, cfg, devs)
+  first = steps_lib.make_steps(_arch(), 10, cfg, devs)
   state = parallel.replicate(first.init(0), devs)
   batch = dict(image=np.zeros((1, 4, 32, 32, 3), np.float32), label=np.zeros((1, 4), np.int32))
   first.train(state, batch, np.float32(0.1))
   compiled = maps()
   del first, state
-  train.make_steps(_arch(SMALL.replace('k3_s1', 'k5_s1')), 10, cfg, devs)
-  assert len(train._STEPS_CACHE) == 1
+  steps_lib.make_steps(_arch(SMALL.replace('k3_s1', 'k5_s1')), 10, cfg, devs)
+  assert len(steps_lib._STEPS_CACHE) == 1
   assert maps() < compiled - 500, (maps(), compiled)
 
 
-def test_kill_and_resume_is_bit_exact_and_corrupt_latest_falls_back(data_dir, tmp_path):
+def test_kill_and_resume_is_bit_exact_and_corrupt_latest_falls_back(data_dir, tmp_path, caplog):
   from mnas import checkpoints, train
   cfg = _config(data_dir, checkpoint_every_steps=2, keep_checkpoints=3, dropout_rate=0.2)
   arch = _arch()
@@ -200,8 +201,10 @@ def test_kill_and_resume_is_bit_exact_and_corrupt_latest_falls_back(data_dir, tm
   for f in files:
     with open(f, 'r+b') as fh:
       fh.truncate(os.path.getsize(f) // 3)
-  with pytest.warns(checkpoints.CorruptCheckpointWarning, match='step 6'):
+  with caplog.at_level('WARNING'):
     again = train.train_candidate(arch, cfg, str(tmp_path / 'full'), budget_steps=6, seed=3)
+  assert 'checkpoint step 6' in caplog.text and 'unreadable' in caplog.text
+  assert len(os.listdir(str(ckdir) + '.corrupt')) == 1  # Moved aside once, then saved again.
   assert again.start_step == 4 and again.steps == 6
   assert again.train_losses == full.train_losses[4:]
   # A missing item directory is also skipped.
@@ -209,9 +212,8 @@ def test_kill_and_resume_is_bit_exact_and_corrupt_latest_falls_back(data_dir, tm
   assert ckpt.all_steps() == [2, 4, 6]
   import shutil
   shutil.rmtree(ckdir / '6' / 'state')
-  target = train.make_steps(arch, 10, cfg).init(0)
-  with pytest.warns(checkpoints.CorruptCheckpointWarning):
-    step, state, data_state = ckpt.restore(target)
+  target = steps_lib.make_steps(arch, 10, cfg).init(0)
+  step, state, data_state = ckpt.restore(target)
   ckpt.close()
   assert step == 4 and int(state.step) == 4 and data_state
 

@@ -64,7 +64,8 @@ from mnas.latency.entries import random_input
 from mnas.latency.keys import (GATES, arch_keys, block_key, entry_params, head_key, keys_for,
                                parse_key, space_keys, stem_key)
 from mnas.latency.litert import LITERT_LAYER_IMPL, entry_tflite, litert_impl, to_tflite
-from mnas.latency.load import filler, load_or_build, predictor_for_search, table_path
+from mnas.latency.load import (check_config, filler, load_or_build, predictor_for_search,
+                               table_path)
 from mnas.latency.predictor import OVERHEAD_MODELS, Predictor, fit
 from mnas.latency.runner import open_runner
 from mnas.latency.settings import STATISTICS, Settings

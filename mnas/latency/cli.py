@@ -12,7 +12,7 @@ import time
 from typing import Any, Sequence
 
 import search_spaces
-from mnas import config as config_lib
+from mnas import config as config_lib, workdir as workdir_lib
 from mnas.errors import ConfigError
 from mnas.latency import device, load
 from mnas.latency.keys import keys_for, space_keys
@@ -29,17 +29,22 @@ FIELDS = ('space', 'validate_archs', 'validate_seed', 'recalibrate', 'export_dir
 
 def main(verb: str, config: Any, workdir: str | None, arch: str | None = None,
          argv: Sequence[str] = ()) -> dict:
-  """`launch.py latency VERB`: build | validate | predict | export | import."""
+  """`launch.py latency VERB`: build | validate | predict | export | import.
+
+  The config is checked before any measuring; the workdir is locked while the verb runs
+  (several tables, of other targets, spaces or resolutions, may share it).
+  """
   if config is None:
     raise ConfigError('latency needs --config=experiments/latency.py')
   if not workdir:
     raise ConfigError('latency needs --workdir=DIR (where the table lives)')
   if verb not in VERBS:
     raise ConfigError(f'unknown latency verb {verb!r}; one of {VERBS}')
-  config_lib.require(config, FIELDS + load.FIELDS, 'config')
+  config_lib.require(config, FIELDS, 'config')
+  load.check_config(config, 'config')
   space = search_spaces.get_space(config.space)
-  os.makedirs(workdir, exist_ok=True)
-  out = _VERBS[verb](config, space, workdir, arch, argv)
+  with workdir_lib.lock(workdir):  # One process at a time writes the workdir's tables.
+    out = _VERBS[verb](config, space, workdir, arch, argv)
   print(json.dumps(out, indent=1))
   return out
 

@@ -66,14 +66,29 @@ def scope_archs(config: Any, space: Space, w: float, r: int
   raise ConfigError(f'config.scope={scope!r}; expected one of {SCOPES}')
 
 
+def check_config(config: Any, where: str = 'config.latency') -> Settings:
+  """Checks a latency config before any measuring: every field, the target (and, for
+  litert-cpu, that LiteRT is installed), the scope; returns the measurement settings."""
+  config_lib.check(config, {
+      'target': config_lib.one_of(*targets.TARGETS), 'scope': config_lib.one_of(*SCOPES),
+      'width_multiplier': config_lib.NON_NEGATIVE,
+      'resolution': config_lib.at_least(0, integer=True),
+      'table': config_lib.TEXT, 'max_full_entries': config_lib.POSITIVE,
+      'build_archs': config_lib.POSITIVE, 'progress': config_lib.BOOL}, where)
+  settings = Settings.from_config(config, where)
+  if config.target == 'litert-cpu':
+    from mnas.latency import litert
+    litert.require_litert()
+  return settings
+
+
 def load_or_build(config: Any, space: Space, workdir: str,
                   progress: bool | None = None) -> LatencyTable:
   """The table of `config` for `space`, built (or its interrupted build resumed) if needed.
 
   `progress` (tqdm bars) overrides `config.progress`.
   """
-  config_lib.require(config, FIELDS, 'config.latency')
-  settings = Settings.from_config(config)
+  settings = check_config(config)
   progress = config.progress if progress is None else progress
   target, w, r = resolve(config, space)
   os.makedirs(workdir, exist_ok=True)

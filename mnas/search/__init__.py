@@ -6,22 +6,29 @@
   candidate_parallel.py  the candidates of a step dealt to several processes
   oneshot.py             TuNAS: a weight-sharing supernet trained with the controller
   netadapt.py, pipeline.py   MobileNetV3's recipe: search -> NetAdapt -> train -> export
-  store.py, results.py, summaries.py, workdir.py   the results store, the report and
-                         Pareto front, TensorBoard, the workdir's record
+  store.py, results.py, summaries.py, checks.py   the results store, the report and Pareto
+                         front, TensorBoard, the checks of a config before any work
 
 `run(config, workdir)` runs the method `config.method` names ('multi_trial', 'oneshot' or
-'pipeline'); `report(workdir)` reports the search a workdir holds.
+'pipeline'): it locks the workdir (`mnas.workdir`: one writer at a time), checks the config,
+then the workdir's record (resumed only with the config it was made with), and runs;
+`report(workdir)` reports the search a workdir holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
-from mnas import distributed
-from mnas.search import workdir as workdir_lib
+from mnas import workdir as workdir_lib
+from mnas.errors import ConfigError
+
+METHODS = ('multi_trial', 'oneshot', 'pipeline')
 
 
 def _module(method: str):
+  if method not in METHODS:
+    raise ConfigError(f'config.method={method!r} is not allowed; allowed: one of {METHODS}')
   if method == 'multi_trial':
     from mnas.search import multi_trial
     return multi_trial
@@ -33,22 +40,30 @@ def _module(method: str):
 
 
 def run(config, workdir: str, **kwargs) -> dict:
-  """Runs (or resumes) the search `config` describes in `workdir`; returns its summary.
+  """Checks `config`, then runs (or resumes) its search in `workdir`; returns its summary.
 
-  `kwargs` go to the method's `run` (e.g. `proxy=`, `predictor=` to inject fakes).
+  `kwargs` go to the method's `run` (e.g. `proxy=`, `predictor=` to inject fakes; the blocks
+  they replace, `config.train` and `config.latency`, are then not checked).
   """
-  if distributed.is_main():  # Only process 0 writes to the workdir.
-    workdir_lib.open_workdir(workdir, config)
-  return _module(workdir_lib.method_of(config)).run(config, workdir, **kwargs)
+  from mnas import distributed
+  main = distributed.is_main()  # Only process 0 writes to the workdir.
+  with workdir_lib.lock(workdir) if main else contextlib.nullcontext():
+    method = _module(config.method)
+    method.check_config(config, latency='predictor' not in kwargs, train='proxy' not in kwargs)
+    if main:
+      workdir_lib.check(workdir, config.method, config)
+    return method.run(config, workdir, **kwargs)
 
 
 def report(workdir: str) -> dict:
   """Prints what the search in `workdir` found (and writes its plots and best_arch.json)."""
-  method = workdir_lib.read_method(workdir)
-  if method == 'multi_trial':
+  kind = workdir_lib.read_kind(workdir)
+  if kind == 'multi_trial':
     from mnas.search import results
     return results.report(workdir)
-  return _module(method).report(workdir)
+  if kind not in METHODS:
+    raise ConfigError(f'{workdir} holds a {kind} run, not a search: `report` reports searches')
+  return _module(kind).report(workdir)
 
 
 def main(config, workdir: str) -> dict:
@@ -61,6 +76,6 @@ def main(config, workdir: str) -> dict:
     return summary
   report(workdir)
   print(f'\nInspect the search with:\n  {board}')
-  if workdir_lib.method_of(config) != 'pipeline':
+  if config.method != 'pipeline':
     print(f'Best architecture: {os.path.join(workdir, "best_arch.json")}')
   return summary

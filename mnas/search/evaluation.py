@@ -42,6 +42,10 @@ class WorkdirMismatchError(UserError):
   """The store holds another architecture at a (step, slot) than the one sampled now."""
 
 
+class CandidatesFailedError(UserError):
+  """Every candidate of a step failed for the same reason."""
+
+
 @dataclasses.dataclass
 class Outcome:
   """A proxy's result: what `Evaluator` reads of it (a TrainResult has these fields too)."""

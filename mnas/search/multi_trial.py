@@ -32,16 +32,35 @@ from absl import logging
 
 import search_spaces
 from mnas import checkpoints, config as config_lib, distributed, rewards
+from mnas import controllers
 from mnas.controllers import make_controller
-from mnas.search import candidate_parallel, results
-from mnas.search.evaluation import Candidate, Evaluator, Proxy
+from mnas.search import candidate_parallel, checks, results
+from mnas.errors import DataError
+from mnas.search.evaluation import Candidate, CandidatesFailedError, Evaluator, Proxy
 from mnas.search.store import Store
 from mnas.search.summaries import SearchWriter
 
-FIELDS = ('space', 'resolution', 'controller', 'controller_kwargs', 'num_steps',
-          'candidates_per_step', 'seed', 'max_seconds', 'reward.kind', 'reward.target_ms',
-          'reward.params', 'failure_reward', 'max_latency_ms', 'num_classes',
-          'pareto_every_steps', 'hparams_per_candidate')
+# The fields read here beyond `checks.COMMON_RULES`, and their allowed values.
+RULES = {
+    'controller': config_lib.one_of(*controllers.NAMES),
+    'controller_kwargs': (lambda v: hasattr(v, 'keys') and set(v) <= set(controllers.NAMES),
+                          f'a dict of hyperparameters by controller, {controllers.NAMES}'),
+    'num_steps': config_lib.POSITIVE, 'candidates_per_step': config_lib.POSITIVE,
+    'max_seconds': config_lib.NON_NEGATIVE,
+    'max_latency_ms': config_lib.optional(config_lib.above(0))}
+
+
+def check_config(config, *, latency: bool = True, train: bool = True) -> None:
+  """Raises ConfigError (or DataError) for a config this search cannot run, before any work;
+  `latency` / `train`: check those blocks too (not when a predictor / proxy is given)."""
+  checks.check(config, RULES, latency=latency, train=train)
+  make_controller(config.controller, search_spaces.get_space(config.space).num_options,
+                  **controller_kwargs(config))
+
+
+def controller_kwargs(config) -> dict:
+  """The chosen controller's hyperparameters that differ from its defaults."""
+  return dict(config.controller_kwargs.get(config.controller, {}))
 
 
 def train_proxy(config: ml_collections.ConfigDict) -> Proxy:
@@ -62,6 +81,15 @@ def decode(space, config, indices) -> search_spaces.Architecture:
   return arch.replace(resolution=config.resolution) if config.resolution else arch
 
 
+def stop_if_all_failed(step: int, cands: list[Candidate]) -> None:
+  """Raises CandidatesFailedError when every candidate of a step (of several) failed for the
+  same reason: a broken setting, not a bad architecture; the search would learn nothing."""
+  reasons = {c.reason for c in cands if c.status == 'failed'}
+  if len(cands) > 1 and all(c.status == 'failed' for c in cands) and len(reasons) == 1:
+    raise CandidatesFailedError(f'every candidate of step {step + 1} failed: {reasons.pop()}. '
+                                'Fix the cause and start a new --workdir')
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None = None,
         predictor=None) -> dict:
   """Runs (or resumes) a search; returns a summary with the best candidate.
@@ -69,7 +97,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
   `proxy` (default: training, `train_proxy`) and `predictor` (default: the measured table
   in workdir/latency) can be injected, e.g. fakes in tests.
   """
-  config_lib.require(config, FIELDS)
+  config_lib.check(config, {**checks.COMMON_RULES, **RULES})
   space = search_spaces.get_space(config.space)
   proxy = proxy or train_proxy(config)
   if not distributed.is_main():  # Candidate-parallel: only process 0 writes to the workdir.
@@ -79,8 +107,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
     from mnas import latency
     predictor = latency.predictor_for_search(config.latency, space,
                                              os.path.join(workdir, 'latency'))
-  controller = make_controller(config.controller, space.num_options,
-                               **dict(config.controller_kwargs))
+  controller = make_controller(config.controller, space.num_options, **controller_kwargs(config))
   store = Store(os.path.join(workdir, 'results.sqlite'))
   evaluator = Evaluator(store, proxy=proxy, reward_fn=rewards.from_config(config.reward),
                         failure_reward=config.failure_reward,
@@ -92,8 +119,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
   restored = ckpt.restore(state)
   if restored is not None:
     start, state, _ = restored
+    finished = len(store.finished())
+    if not finished:
+      raise DataError(f'{store.path} holds no evaluation, but the controller was checkpointed '
+                      f'after step {start}: the store was lost or truncated. Restore it, or '
+                      'start a new --workdir')
     logging.info('resuming the search at controller step %d (%d evaluations in the store)',
-                 start, len(store.finished()))
+                 start, finished)
   writer = SearchWriter(os.path.join(workdir, 'tensorboard'), space, config)
   t_start, end = time.time(), start
   try:
@@ -112,6 +144,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
                      config.num_steps, c.slot, c.arch.id, c.status,
                      None if c.accuracy is None else round(c.accuracy, 4), c.latency_ms,
                      c.reward, c.reason or '')
+      stop_if_all_failed(step, cands)
       active = np.stack([space.active(i) for i in idx])
       state, metrics = controller.update(state, idx, active,
                                          np.array([c.reward for c in cands], np.float32))

@@ -29,7 +29,7 @@ The final architecture is the most likely one (the argmax of every decision).
 Every setting is a config field: `config.oneshot` (experiments/tunas_proxylessnas.py
 `oneshot_block` documents each with its TuNAS source), the shared weights' training in
 `config.train` (experiments/train.py; optimiser and schedule from `mnas.optim`); `run`
-first checks that the config has every field it reads (`FIELDS`).
+first checks every field it reads against what it allows (`check_config`).
 
 The workdir holds what the multi-trial search writes:
   results.sqlite      one row per controller step and device (stage 'oneshot'): the
@@ -73,14 +73,14 @@ import ml_collections
 import numpy as np
 import optax
 
-from mnas import checkpoints, counting, jsonfile, optim, parallel, rewards
+from mnas import checkpoints, config as cfg, counting, jsonfile, optim, parallel, rewards
+from mnas import steps as steps_lib
 from mnas import supernet as supernet_lib
 from mnas import train as train_lib
-from mnas.config import require
 from mnas.controllers import Reinforce
-from mnas.errors import ConfigError
+from mnas.errors import ConfigError, DataError
 from mnas.parallel import AXIS
-from mnas.search import results
+from mnas.search import checks, results
 from mnas.search.evaluation import Candidate, Evaluator, Outcome
 from mnas.search.store import Store
 from mnas.search.summaries import SearchWriter
@@ -88,19 +88,33 @@ from mnas.search.summaries import SearchWriter
 STAGE = 'oneshot'  # The results store's `stage` of one-shot rows.
 
 # The config fields read here; experiments/tunas_proxylessnas.py holds each with its default.
-ONESHOT_FIELDS = (
-    'num_epochs', 'rl_learning_rate', 'rl_base_batch_size', 'rl_exponential_schedule',
-    'rl_batch_multiplier', 'rl_delay_fraction', 'warmup_ops_fraction', 'warmup_filters_fraction',
-    'baseline_momentum', 'entropy_weight', 'log_every_steps', 'checkpoint_every_steps',
-    'keep_checkpoints', 'final_eval_batches', 'max_seconds')
+ONESHOT_RULES = {
+    'num_epochs': cfg.above(0), 'rl_learning_rate': cfg.NON_NEGATIVE,
+    'rl_base_batch_size': cfg.POSITIVE, 'rl_exponential_schedule': cfg.BOOL,
+    'rl_batch_multiplier': cfg.above(0), 'rl_delay_fraction': cfg.fraction(top_open=False),
+    'warmup_ops_fraction': cfg.fraction(top_open=False),
+    'warmup_filters_fraction': cfg.fraction(top_open=False),
+    'baseline_momentum': cfg.fraction(), 'entropy_weight': cfg.NON_NEGATIVE,
+    'log_every_steps': cfg.POSITIVE, 'checkpoint_every_steps': cfg.INT,
+    'keep_checkpoints': cfg.POSITIVE, 'final_eval_batches': cfg.either(-1, cfg.POSITIVE),
+    'max_seconds': cfg.NON_NEGATIVE}
 # What the supernet's compiled steps read of config.train (their cache key).
 STEP_FIELDS = optim.OPTIMIZER_FIELDS + ('weight_decay', 'label_smoothing')
-TRAIN_FIELDS = tuple(dict.fromkeys(
-    train_lib.DATA_FIELDS + STEP_FIELDS + optim.FIELDS + ('depthwise_impl', 'min_area')))
-FIELDS = (('space', 'controller', 'resolution', 'seed', 'num_steps', 'num_classes',
-           'reward.kind', 'reward.target_ms', 'reward.params')
-          + tuple(f'oneshot.{f}' for f in ONESHOT_FIELDS)
-          + tuple(f'train.{f}' for f in TRAIN_FIELDS))
+# The fields read here beyond `checks.COMMON_RULES` (config.train: `train.RULES`).
+RULES = {'controller': cfg.one_of('reinforce'),  # TuNAS's controller is trained here.
+         'num_steps': cfg.either(-1, cfg.POSITIVE),  # -1: oneshot.num_epochs of the split.
+         **{f'oneshot.{k}': v for k, v in ONESHOT_RULES.items()}}
+
+
+def check_config(config, *, latency: bool = True, train: bool = True) -> None:
+  """Raises ConfigError (or DataError) for a config this search cannot run, before any work;
+  `latency` / `train`: check those blocks too (not when a predictor is given)."""
+  checks.check(config, RULES, latency=latency, train=train)
+  oc = config.oneshot
+  if max(oc.warmup_ops_fraction, oc.warmup_filters_fraction) > oc.rl_delay_fraction:
+    raise ConfigError('config.oneshot.warmup_ops_fraction / warmup_filters_fraction > '
+                      'rl_delay_fraction is not allowed: the op/filter warm-up must end before '
+                      'the controller starts learning, as in TuNAS')
 
 
 @flax.struct.dataclass
@@ -146,7 +160,7 @@ def make_steps(net: supernet_lib.Supernet, tcfg, devices) -> Steps:
 
   `tcfg` is the train config (`config.train`); it must have STEP_FIELDS.
   """
-  require(tcfg, STEP_FIELDS, 'config.train')
+  cfg.require(tcfg, STEP_FIELDS, 'config.train')
   key = (net, tuple(tcfg[f] for f in STEP_FIELDS), tuple(d.id for d in devices))
   with _STEPS_LOCK:
     if key in _STEPS:
@@ -162,7 +176,7 @@ def make_steps(net: supernet_lib.Supernet, tcfg, devices) -> Steps:
     def loss_fn(params):
       logits, stats = net.apply({'params': params, 'batch_stats': state.batch_stats}, arrays,
                                 batch['image'], train=True)
-      ce = train_lib.smoothed_cross_entropy(logits, labels, net.num_classes, smoothing)
+      ce = steps_lib.smoothed_cross_entropy(logits, labels, net.num_classes, smoothing)
       l2 = optim.l2_loss(params)
       return ce + wd * l2, (ce, l2, logits, stats)
 
@@ -172,7 +186,7 @@ def make_steps(net: supernet_lib.Supernet, tcfg, devices) -> Steps:
     # mean keeps the replicas identical.
     stats = lax.pmean(stats, AXIS)
     params, opt_state = optim.apply_gradients(tx, grads, state.opt_state, state.params, lr)
-    metrics = lax.pmean(train_lib.step_metrics(ce, l2, logits, labels, grads), AXIS)
+    metrics = lax.pmean(steps_lib.step_metrics(ce, l2, logits, labels, grads), AXIS)
     return state.replace(step=state.step + 1, params=params, batch_stats=stats,
                          opt_state=opt_state), metrics
 
@@ -180,7 +194,7 @@ def make_steps(net: supernet_lib.Supernet, tcfg, devices) -> Steps:
     traces['validate'] += 1
     logits, _ = net.apply({'params': params, 'batch_stats': batch_stats}, arrays,
                           batch['image'], train=True)  # TuNAS: stateless batch norm.
-    return train_lib.eval_sums(logits, batch)
+    return steps_lib.eval_sums(logits, batch)
 
   steps = Steps(
       net=net, tx=tx, devices=tuple(devices), traces=traces,
@@ -270,16 +284,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
 
   `predictor`: the latency predictor (`predict_batch(archs)`); by default the search's
   table in workdir/latency (`mnas.latency.predictor_for_search(config.latency, ...)`).
-  Raises ConfigError when the config lacks one of FIELDS.
+  Raises ConfigError for a config it cannot run (`check_config`).
   """
   import search_spaces
   from mnas import data
-  require(config, FIELDS)
+  check_config(config, latency=False, train=False)
+  cfg.check(config.train, train_lib.RULES, 'config.train')
   t_start = time.time()
   space = search_spaces.get_space(config.space)
-  if config.controller != 'reinforce':
-    raise ConfigError(f'config.controller={config.controller!r} is not allowed: the one-shot '
-                      'search trains the TuNAS controller, reinforce')
   oc, tcfg = config.oneshot, config.train
   res = int(config.resolution or space.resolution[0])
   devices = jax.local_devices()
@@ -296,10 +308,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
   rl_delay = int(float(oc.rl_delay_fraction) * total)
   warm_ops = int(float(oc.warmup_ops_fraction) * total)
   warm_filters = int(float(oc.warmup_filters_fraction) * total)
-  if max(warm_ops, warm_filters) > rl_delay:
-    raise ConfigError('config.oneshot.warmup_ops_fraction / warmup_filters_fraction > '
-                      'rl_delay_fraction is not allowed: the op/filter warm-up must end before '
-                      'the controller starts learning, as in TuNAS')
   os.makedirs(workdir, exist_ok=True)
 
   net = supernet_lib.Supernet.create(space, td.num_classes, res, tcfg.depthwise_impl)
@@ -326,6 +334,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, predictor=None) -> d
     logging.info('one-shot search: resuming at step %d of %d', start, total)
   host_state, ctrl_state = payload['supernet'], payload['controller']
   store = Store(os.path.join(workdir, 'results.sqlite'))
+  if start > rl_delay and not store.finished(STAGE):
+    raise DataError(f'{store.path} holds no sample, but the search was checkpointed after step '
+                    f'{start} (controller steps from {rl_delay}): the store was lost or '
+                    'truncated. Restore it, or start a new --workdir')
   evaluator = Evaluator(store, stage=STAGE, reward_fn=reward_fn,
                         failure_reward=config.failure_reward, reuse=False,
                         num_classes=count_classes)

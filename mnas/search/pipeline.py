@@ -26,7 +26,7 @@ import time
 from absl import logging
 
 import search_spaces
-from mnas import counting, jsonfile, metrics
+from mnas import config as config_lib, counting, jsonfile, metrics
 from mnas.errors import ConfigError
 from mnas.search import multi_trial, netadapt, results
 from mnas.space import Architecture, parse
@@ -42,6 +42,28 @@ def check_stages(stages) -> tuple[str, ...]:
   if list(stages) != sorted(stages, key=STAGES.index):
     raise ConfigError(f'config.pipeline={stages!r}: stages must keep the order {STAGES}')
   return stages
+
+
+RULES = {'compare.references': (lambda v: set(v) <= set(search_spaces.REFERENCES),
+                                f'reference names, of {sorted(search_spaces.REFERENCES)}'),
+         'compare.target_ms': config_lib.optional(config_lib.above(0)),
+         'compare.multipliers': (lambda v: len(v) > 0 and all(config_lib.above(0)[0](m) for m in v),
+                                 'width multipliers > 0'),
+         'export.tflite': config_lib.BOOL}
+
+
+def check_config(config, *, latency: bool = True, train: bool = True) -> None:
+  """Raises ConfigError (or DataError) for a config this pipeline cannot run, before any
+  work: the block search's fields, the stages, NetAdapt's, the final training's."""
+  multi_trial.check_config(config, latency=latency, train=train)
+  check_stages(config.pipeline)
+  config_lib.check(config, RULES)
+  netadapt.check_config(config.netadapt)
+  if config.netadapt.seed:
+    search_spaces.load_arch(config.netadapt.seed)
+  if train:
+    from mnas import train as train_lib
+    train_lib.check_config(config.final, 'config.final')
 
 
 def run(config, workdir: str, *, predictor=None) -> dict[str, dict]:

@@ -8,13 +8,14 @@ search knows which candidates were in flight and re-runs exactly those.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
 import time
 from typing import Any, Iterator
 
-from mnas.errors import DataError
+from mnas.errors import DataError, no_space, no_space_error
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -46,12 +47,29 @@ COLUMNS = ('row', 'step', 'slot', 'stage', 'arch_id', 'arch', 'decisions', 'stat
            'finished', 'extra')
 
 
+def _guarded(method):
+  """SQLite's errors of a damaged file or a full disk as DataErrors naming the store."""
+  @functools.wraps(method)
+  def guarded(self, *args, **kwargs):
+    try:
+      return method(self, *args, **kwargs)
+    except sqlite3.DatabaseError as e:
+      if no_space(e):
+        raise no_space_error(self.path) from None
+      if isinstance(e, sqlite3.OperationalError) and 'locked' in str(e):
+        raise
+      raise DataError(f'{self.path} is damaged ({e}): restore it from a copy, or start a new '
+                      '--workdir') from None
+  return guarded
+
+
 class Store:
   """A results database at `path` (created if missing)."""
 
+  @_guarded
   def __init__(self, path: str):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     self.path = path
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
     self._db.execute('PRAGMA journal_mode=WAL')
     self._db.executescript(SCHEMA)
@@ -73,9 +91,11 @@ class Store:
       yield self._db
       self._db.execute('COMMIT')
     except BaseException:
-      self._db.execute('ROLLBACK')
+      if self._db.in_transaction:  # SQLite may have rolled back itself (a full disk).
+        self._db.execute('ROLLBACK')
       raise
 
+  @_guarded
   def start(self, *, step: int, slot: int, arch, decisions, stage: str = 'search',
             **fields) -> int:
     """Records a candidate as running (replacing an unfinished row of the same slot)."""
@@ -90,6 +110,7 @@ class Store:
            fields.get('macs'), json.dumps(fields.get('extra', {}))))
       return cur.lastrowid
 
+  @_guarded
   def finish(self, row: int, *, status: str, **fields) -> None:
     if status not in ('done', 'failed', 'reused'):
       raise ValueError(f'status={status!r}; allowed: done, failed, reused')
@@ -105,6 +126,7 @@ class Store:
     with self._tx() as db:
       db.execute(f'UPDATE evaluations SET {", ".join(sets)} WHERE row=?', (*vals, row))
 
+  @_guarded
   def rows(self, where: str = '1', args: tuple = ()) -> list[dict[str, Any]]:
     cur = self._db.execute(
         f'SELECT {", ".join(COLUMNS)} FROM evaluations WHERE {where} ORDER BY row', args)
@@ -128,6 +150,7 @@ class Store:
     rows = self.rows('stage=? AND step=? AND slot=?', (stage, step, slot))
     return rows[-1] if rows else None
 
+  @_guarded
   def count(self, status: str | None = None) -> int:
     if status is None:
       return self._db.execute('SELECT COUNT(*) FROM evaluations').fetchone()[0]

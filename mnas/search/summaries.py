@@ -65,8 +65,9 @@ class SearchWriter:
     hp = {d.name: str(d.options[int(i)]) for d, i, a in
           zip(self.space.decisions, c.indices, self.space.active(c.indices)) if a}
     hp.update(arch_id=c.arch.id, step=step)
-    values = {'hparam/reward': float(c.reward), 'hparam/latency_ms': float(c.latency_ms),
-              'hparam/accuracy': float(c.accuracy) if c.accuracy is not None else float('nan')}
+    values = {'hparam/reward': float(c.reward), 'hparam/latency_ms': float(c.latency_ms)}
+    if c.accuracy is not None:  # A failed candidate has none.
+      values['hparam/accuracy'] = float(c.accuracy)
     self.writer.write_hparams(step, hp, values, os.path.join('hparams', f'{step:05d}_{c.slot:03d}'))
 
   def close(self) -> None:

@@ -1,0 +1,258 @@
+"""The compiled steps of a training run: the per-replica train and eval steps of one
+architecture, made data-parallel and cached.
+
+Pure functions over an explicit `TrainState`; `train_step` / `eval_step` are made
+data-parallel by `mnas.parallel.parallelize` (a `jax.pmap` over a group of devices, axis
+name `AXIS`), the one place to change for `shard_map`. `make_steps` compiles them once per
+(architecture, static config, devices) and caches the result, so a search that meets an
+architecture again, or NetAdapt fine-tuning a network it trained, compiles nothing.
+The one-shot supernet (`mnas.search.oneshot`) shares the loss and the evaluation sums.
+
+The loss is MnasNet's (Tan et al. 2019, section 5): softmax cross-entropy with label
+smoothing (Szegedy et al. 2016) plus weight_decay * L2 of the kernels; the weights and
+batch-norm statistics are averaged with TF's ExponentialMovingAverage for evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import threading
+from typing import Any, Callable, Sequence
+
+import flax
+import flax.struct
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mnas import config as config_lib, ops, optim, parallel
+from mnas.parallel import AXIS
+from mnas.space import Architecture
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+# The static (compile-time) fields of a train config (experiments/train.py documents each).
+RULES = {
+    'dropout_rate': config_lib.fraction(), 'dtype': config_lib.one_of(*DTYPES),
+    'depthwise_impl': config_lib.one_of(*ops.IMPLS), 'weight_decay': config_lib.NON_NEGATIVE,
+    'label_smoothing': config_lib.fraction(), 'ema_decay': config_lib.fraction(),
+    **optim.OPTIMIZER_RULES}
+FIELDS = tuple(RULES)
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training; replicated over devices under pmap."""
+  step: jax.Array             # int32: number of updates applied.
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  ema_params: Any             # Exponential moving averages, used for evaluation.
+  ema_batch_stats: Any
+  rng: jax.Array              # uint32 [2] key; dropout draws fold in (step, device).
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-replica steps (the supernet's, mnas.oneshot, share the loss and the sums).
+
+
+def smoothed_cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
+  """Mean softmax cross-entropy with label smoothing (Szegedy et al. 2016)."""
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+  return jnp.mean(optax.softmax_cross_entropy(logits, targets))
+
+
+def step_metrics(ce, l2, logits, labels, grads) -> dict[str, jax.Array]:
+  """What a train step reports: loss (the smoothed cross-entropy), accuracy, l2, grad_norm."""
+  return dict(loss=ce, accuracy=jnp.mean(jnp.argmax(logits, -1) == labels), l2=l2,
+              grad_norm=optax.global_norm(grads))
+
+
+def eval_sums(logits, batch: dict) -> dict[str, jax.Array]:
+  """Sums over the real (mask 1) examples: correct, loss (plain cross-entropy), count."""
+  mask = batch.get('mask', jnp.ones(batch['label'].shape, jnp.float32))
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+  correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
+  return dict(correct=jnp.sum(correct * mask), loss=jnp.sum(ce * mask), count=jnp.sum(mask))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """The static (compile-time) part of a training run."""
+  num_classes: int
+  label_smoothing: float
+  weight_decay: float
+  ema_decay: float
+
+
+def train_step(state: TrainState, batch: dict, lr: jax.Array, *, model, tx, cfg: StepConfig,
+               axis_name: str | None = AXIS) -> tuple[TrainState, dict]:
+  """One update on this replica's part of the batch; gradients averaged across replicas.
+
+  Loss: softmax cross-entropy with label smoothing + weight_decay * l2_loss(kernels).
+  Dropout draws from fold_in(fold_in(rng, step), replica). Returns the new state and
+  replica-averaged metrics (loss = the smoothed cross-entropy, accuracy, l2, grad_norm).
+  """
+  replica = lax.axis_index(axis_name) if axis_name else 0
+  dropout_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), replica)
+  labels = batch['label']
+
+  def loss_fn(params):
+    logits, new_vars = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
+        rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+    ce = smoothed_cross_entropy(logits, labels, cfg.num_classes, cfg.label_smoothing)
+    l2 = optim.l2_loss(params)
+    return ce + cfg.weight_decay * l2, (ce, l2, logits, new_vars['batch_stats'])
+
+  grads, (ce, l2, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+  if axis_name:
+    grads = lax.pmean(grads, axis_name)
+  params, opt_state = optim.apply_gradients(tx, grads, state.opt_state, state.params, lr)
+
+  # TF's ExponentialMovingAverage(decay, num_updates=step): decay ramps up early in training.
+  t = state.step.astype(jnp.float32)
+  d = jnp.minimum(cfg.ema_decay, (1.0 + t) / (10.0 + t)) if cfg.ema_decay > 0 else 0.0
+  ema = lambda e, p: d * e + (1.0 - d) * p
+  new_state = state.replace(
+      step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+      ema_params=jax.tree.map(ema, state.ema_params, params),
+      ema_batch_stats=jax.tree.map(ema, state.ema_batch_stats, batch_stats))
+  metrics = step_metrics(ce, l2, logits, labels, grads)
+  return new_state, lax.pmean(metrics, axis_name) if axis_name else metrics
+
+
+def eval_step(params, batch_stats, batch: dict, *, model,
+              axis_name: str | None = AXIS) -> dict[str, jax.Array]:
+  """`eval_sums` of this replica's part of the batch, summed over the replicas."""
+  logits = model.apply({'params': params, 'batch_stats': batch_stats}, batch['image'],
+                       train=False)
+  sums = eval_sums(logits, batch)
+  return lax.psum(sums, axis_name) if axis_name else sums
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled steps, cached per (architecture, static config, devices).
+
+
+@dataclasses.dataclass
+class Steps:
+  """The model and its compiled functions for one (architecture, config, devices)."""
+  model: Any
+  tx: optax.GradientTransformation
+  init: Callable[[int], TrainState]   # seed -> host (unreplicated) state.
+  train: Callable                     # (replicated state, batch, lr) -> (state, metrics).
+  evaluate: Callable                  # (params, batch_stats, batch) -> sums.
+  devices: tuple
+  num_params: int = 0
+
+
+_FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
+_STEPS_CACHE: dict = {}
+_STEPS_CACHE_SIZE = 8  # Then `release_compiled`: XLA's per-program memory maps are bounded.
+_STEPS_LOCK = threading.Lock()
+
+
+def _static_key(arch: Architecture, num_classes: int, config, devices) -> tuple:
+  return (str(arch), num_classes, tuple(config[f] for f in FIELDS),
+          tuple(d.id for d in devices))
+
+
+def make_steps(arch: Architecture, num_classes: int, config,
+               devices: Sequence[jax.Device] | None = None) -> Steps:
+  """Model, optimiser and pmapped train/eval steps (memoised: no recompilation per call).
+
+  `devices` (default: all of `jax.devices()`, i.e. of every process) form the data-parallel
+  group; see `mnas.parallel.parallelize`. Raises ConfigError when the config lacks one of
+  FIELDS or has a value that is not allowed.
+  """
+  from mnas import models
+  config_lib.check(config, RULES, 'the train config')
+  devices = tuple(devices or jax.devices())
+  key = _static_key(arch, num_classes, config, devices)
+  with _STEPS_LOCK:
+    if key in _STEPS_CACHE:
+      return _STEPS_CACHE[key]
+  model = models.build_model(arch, num_classes, dropout_rate=float(config.dropout_rate),
+                             dtype=DTYPES[config.dtype], depthwise_impl=config.depthwise_impl,
+                             bn_axis_name=AXIS)
+  tx = optim.make_optimizer(config)
+  cfg = StepConfig(num_classes=num_classes, label_smoothing=float(config.label_smoothing),
+                   weight_decay=float(config.weight_decay), ema_decay=float(config.ema_decay))
+  res = arch.resolution
+
+  @jax.jit
+  def _init(rng):
+    init_rng, dropout_rng = jax.random.split(rng)
+    variables = model.init(init_rng, jnp.zeros((1, res, res, 3), jnp.float32), train=False)
+    params, batch_stats = variables['params'], variables.get('batch_stats', {})
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=tx.init(params), ema_params=params, ema_batch_stats=batch_stats,
+                      rng=dropout_rng)
+
+  compiled_init = []
+
+  def init(seed: int) -> TrainState:
+    key = jax.random.PRNGKey(seed)
+    if not compiled_init:  # Runs once per model: XLA's cheapest optimisation level halves
+      # the compile time of the ~100 random initialisers (deterministic all the same).
+      compiled_init.append(_init.lower(key).compile(compiler_options=_FAST_COMPILE))
+    return jax.device_get(compiled_init[0](key))
+
+  train = parallel.parallelize(functools.partial(train_step, model=model, tx=tx, cfg=cfg),
+                               devices, in_axes=(0, 0, None), donate_argnums=(0,))
+  evaluate = parallel.parallelize(functools.partial(eval_step, model=model), devices,
+                                  in_axes=(0, 0, 0))
+  shapes = jax.eval_shape(_init, jax.random.PRNGKey(0))
+  num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes.params)))
+  steps = Steps(model=model, tx=tx, init=init, train=train, evaluate=evaluate, devices=devices,
+                num_params=num_params)
+  with _STEPS_LOCK:
+    if len(_STEPS_CACHE) >= _STEPS_CACHE_SIZE:
+      release_compiled()
+    _STEPS_CACHE[key] = steps
+  return steps
+
+
+def release_compiled() -> None:
+  """Drops every cached compiled step, and JAX's own caches with them.
+
+  XLA:CPU maps ~2,000 memory regions per compiled candidate (its JIT code) and frees them
+  only when JAX's caches let go of the executable; dropping our reference is not enough.
+  Linux allows 65,530 maps per process by default (vm.max_map_count): a search process that
+  kept every candidate's program aborted ("LLVM ERROR: Unable to allocate section memory")
+  after ~45 candidates. Called when the cache is full; measured: 2,900 maps -> 800.
+  """
+  _STEPS_CACHE.clear()
+  jax.clear_caches()
+
+
+
+def state_from_variables(steps: Steps, variables: dict, seed: int) -> TrainState:
+  """A fresh train state (step 0) that starts from given `{'params', 'batch_stats'}`.
+
+  The optimiser state is new and the EMA starts at the given weights; the dropout key is
+  the one `steps.init(seed)` would draw. Used to fine-tune inherited weights (NetAdapt).
+  Raises ValueError naming the first variable whose shape does not fit the model.
+  """
+  res = steps.model.arch.resolution
+  expected = jax.eval_shape(lambda: steps.model.init(
+      jax.random.key(0), jnp.zeros((1, res, res, 3), jnp.float32), train=False))
+  given = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+  flat_given = dict(jax.tree_util.tree_flatten_with_path(given)[0])
+  for path, leaf in jax.tree_util.tree_flatten_with_path(
+      {'params': expected['params'], 'batch_stats': expected.get('batch_stats', {})})[0]:
+    if path not in flat_given or np.shape(flat_given[path]) != leaf.shape:
+      got = np.shape(flat_given[path]) if path in flat_given else 'nothing'
+      raise ValueError(f'init_variables{jax.tree_util.keystr(path)}: expected shape '
+                       f'{leaf.shape}, got {got}')
+  params = jax.tree.map(lambda x: np.asarray(x, np.float32), given['params'])
+  batch_stats = jax.tree.map(lambda x: np.asarray(x, np.float32), given['batch_stats'])
+  _, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+  return TrainState(step=np.zeros((), np.int32), params=params, batch_stats=batch_stats,
+                    opt_state=jax.device_get(steps.tx.init(params)), ema_params=params,
+                    ema_batch_stats=batch_stats, rng=np.asarray(dropout_rng))
+
