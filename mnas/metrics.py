@@ -3,7 +3,7 @@
 Its methods follow `clu.metric_writers` (which imports TensorFlow, so it is not used):
 `write_scalars(step, {tag: value})`, `write_texts`, `write_figures`, `write_hparams`. Only
 process 0 of a multi-process run writes, and a writer without a logdir writes nothing, so
-callers never test either.
+callers never test either. A full disk is one `DataError` naming the logdir.
 
   with metrics.MetricWriter(os.path.join(workdir, 'tensorboard')) as w:
     w.write_scalars(step, {'train/loss': loss})
@@ -11,53 +11,89 @@ callers never test either.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
-import jax
+from mnas.errors import no_space, no_space_error
+
+
+def _disk(method):
+  """A full disk while writing as one DataError; the writer is then given up (no retries,
+  no tracebacks from tensorboardX's exit hooks)."""
+  @functools.wraps(method)
+  def guarded(self, *args, **kwargs):
+    if self._writer is None:
+      return None
+    try:
+      return method(self, *args, **kwargs)
+    except OSError as e:
+      if not no_space(e):
+        raise
+      self._give_up()
+      raise no_space_error(self.logdir) from None
+  return guarded
 
 
 class MetricWriter:
   """Summaries into `logdir`; a no-op off process 0 or when `logdir` is None."""
 
   def __init__(self, logdir: str | None):
+    import jax
     self.logdir = logdir
     self._writer = None
+    self._groups: set[str] = set()
     if logdir and jax.process_index() == 0:
       from tensorboardX import SummaryWriter
       self._writer = SummaryWriter(logdir)
 
+  @_disk
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    for tag, value in scalars.items() if self._writer else ():
+    for tag, value in scalars.items():
       self._writer.add_scalar(tag, float(value), step)
 
+  @_disk
   def write_scalar_groups(self, step: int, groups: Mapping[str, Mapping[str, Any]]) -> None:
-    """Several curves in one chart per group, e.g. the probabilities of a decision's options."""
-    for tag, curves in groups.items() if self._writer else ():
-      self._writer.add_scalars(tag, {k: float(v) for k, v in curves.items()}, step)
+    """Several curves in one chart per group (TensorBoard's Custom Scalars tab), e.g. the
+    probabilities of a decision's options: scalars `{group}/{curve}`, in one run."""
+    new = {g: c for g, c in groups.items() if g not in self._groups}
+    if new:  # The charts' layout, once per writer (as tensorboardX asks).
+      self._groups.update(new)
+      self._writer.add_custom_scalars({'groups': {
+          g: ['Multiline', [f'{g}/{k}' for k in c]] for g, c in groups.items()}})
+    for group, curves in groups.items():
+      for name, value in curves.items():
+        self._writer.add_scalar(f'{group}/{name}', float(value), step)
 
+  @_disk
   def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
-    for tag, text in texts.items() if self._writer else ():
+    for tag, text in texts.items():
       self._writer.add_text(tag, text, step)
 
+  @_disk
   def write_figures(self, step: int, figures: Mapping[str, Any]) -> None:
     """matplotlib figures, rendered to images (and closed)."""
-    for tag, fig in figures.items() if self._writer else ():
+    for tag, fig in figures.items():
       self._writer.add_figure(tag, fig, step)
 
+  @_disk
   def write_hparams(self, step: int, hparams: Mapping[str, Any], metrics: Mapping[str, float],
                     name: str) -> None:
     """One HParams trial, in the run `name` below the logdir."""
-    if self._writer:
-      self._writer.add_hparams(dict(hparams), dict(metrics), name=name, global_step=step)
+    self._writer.add_hparams(dict(hparams), dict(metrics), name=name, global_step=step)
 
+  @_disk
   def flush(self) -> None:
-    if self._writer:
-      self._writer.flush()
+    self._writer.flush()
 
+  @_disk
   def close(self) -> None:
-    if self._writer:
-      self._writer.close()
-      self._writer = None
+    self._writer.close()
+    self._writer = None
+
+  def _give_up(self) -> None:
+    for file_writer in self._writer.all_writers.values():
+      file_writer.event_writer._closed = True  # pylint: disable=protected-access
+    self._writer = None
 
   def __enter__(self) -> MetricWriter:
     return self

@@ -383,5 +383,9 @@ def check_config(config, where: str = WHERE, run: bool = False) -> TrainingData:
   """Checks a train config before any work: every field against RULES (and RUN_RULES for a
   `launch.py train` config), then the dataset (known, prepared; the embedded one is
   generated here on first use) and the batch against it. Returns the training data."""
+  from mnas import data
   cfg.check(config, {**RULES, **RUN_RULES} if run else RULES, where)
-  return training_data(config)
+  try:
+    return training_data(config)
+  except data.DatasetError as e:
+    raise data.DatasetError(f'{where}.dataset={config.dataset!r}: {e}') from None
