@@ -81,6 +81,7 @@ def main(argv) -> None:
   from mnas import cli, distributed
   from mnas.errors import ConfigError
   logging.set_verbosity(logging.INFO)
+  cli.quiet_third_party_logs()
 
   def verb():
     if len(argv) < 2 or argv[1] not in VERBS:

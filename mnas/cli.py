@@ -8,15 +8,35 @@ traceback (exit code 1).
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from typing import Callable
 
 from absl import flags
+from absl import logging as absl_logging
 
 from mnas.errors import ConfigError, UserError, no_space
 
 # A flag's example value, for the line that says a verb needs it.
 _EXAMPLES = {'config': 'experiments/quickstart.py', 'workdir': 'DIR', 'arch': 'mobilenet_v3_small'}
+
+
+_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _OwnInfo(logging.Filter):
+  """INFO lines of mnas itself; of other libraries (orbax, TFDS, ...) warnings and errors."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return (record.levelno >= logging.WARNING
+            or (record.pathname.startswith(_PROJECT) and 'site-packages' not in record.pathname))
+
+
+def quiet_third_party_logs() -> None:
+  """Keeps other libraries' INFO lines off the console (absl's handler, which `app.run` puts
+  on the root logger, so Python logging's records pass through it too)."""
+  absl_logging.get_absl_handler().addFilter(_OwnInfo())
 
 
 def one_line(e) -> str:

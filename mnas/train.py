@@ -297,6 +297,7 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
           if evaluating:
             logging.info('step %d: %s accuracy %.4f, loss %.4f', step, eval_kind, *evaluate())
           if save:
+            summaries.flush()  # What led to this checkpoint is on disk before it.
             ckpt.save(step, parallel.unreplicate(state), it.get_state())
           paused += time.time() - t0
           window[0] += time.time() - t0

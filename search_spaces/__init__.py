@@ -66,7 +66,11 @@ def load_arch(spec: str, width_multiplier: float | None = None,
   elif spec.endswith('.json') or os.path.isfile(spec):
     if not os.path.isfile(spec):
       raise SpaceError(f'architecture file {spec!r} does not exist')
-    arch = Architecture.from_json(jsonfile.read(spec))
+    try:
+      arch = Architecture.from_json(jsonfile.read(spec))
+    except (KeyError, TypeError, AttributeError) as e:
+      raise SpaceError(f'{spec} is not an architecture file (no valid "arch" string: {e!r}); '
+                       'give a best_arch.json, a reference name or a string form') from None
   elif ' ' in spec:
     arch = parse(spec)
   else:

@@ -69,6 +69,7 @@ def scope_archs(config: Any, space: Space, w: float, r: int
 def check_config(config: Any, where: str = 'config.latency') -> Settings:
   """Checks a latency config before any measuring: every field, the target (and, for
   litert-cpu, that LiteRT is installed), the scope; returns the measurement settings."""
+  config_lib.require(config, FIELDS, where)  # Every missing field at once.
   config_lib.check(config, {
       'target': config_lib.one_of(*targets.TARGETS), 'scope': config_lib.one_of(*SCOPES),
       'width_multiplier': config_lib.NON_NEGATIVE,

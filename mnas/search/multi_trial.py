@@ -127,7 +127,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
     logging.info('resuming the search at controller step %d (%d evaluations in the store)',
                  start, finished)
   writer = SearchWriter(os.path.join(workdir, 'tensorboard'), space, config)
-  t_start, end = time.time(), start
+  t_start, end, plans = time.time(), start, 0
   try:
     for step in range(start, config.num_steps):
       t0 = time.time()
@@ -137,7 +137,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
       lat = np.asarray(predictor.predict_batch(archs), np.float64)
       cands = [Candidate(s, archs[s], idx[s], float(lat[s])) for s in range(len(archs))]
       if jax.process_count() > 1:
-        candidate_parallel.evaluate(evaluator, step, cands, plan_id=step - start)
+        candidate_parallel.evaluate(evaluator, step, cands, plan_id=plans)
+        plans += 1
       for c in cands:
         evaluator.evaluate(step, c)
         logging.info('step %d/%d slot %d %s: %s acc=%s lat=%.2fms reward=%.4f %s', step + 1,
@@ -158,10 +159,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
                         config.max_seconds, end, config.num_steps)
         break
   finally:
+    if jax.process_count() > 1:  # Also when this process stops early: the others end too.
+      candidate_parallel.finish(plan_id=plans)
     writer.close()
     ckpt.close()
-  if jax.process_count() > 1:
-    candidate_parallel.finish(plan_id=end - start)
   finished = store.finished()
   store.close()
   best = results.best_rows(finished, 1)
