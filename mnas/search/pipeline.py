@@ -225,7 +225,6 @@ def _compare(config, d: str, outputs: dict, predictor) -> dict:
                      measured_ms=ms, predicted_ms=float(predictor.predict(arch)),
                      params=counts['params'], macs=counts['macs'], arch=str(arch)))
   table = format_table(rows, target, predictor.table.target, models[0][2]['split'])
-  logging.info('compare:\n%s', table)
   with open(os.path.join(d, 'table.md'), 'w') as f:
     f.write(table + '\n')
   _text(d, 'comparison', table)
