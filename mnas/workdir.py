@@ -1,6 +1,6 @@
 """A workdir belongs to one job: its record says what the job is, its lock who is writing it.
 
-  workdir/workdir.json   {"kind": "multi_trial" | "oneshot" | "pipeline" | "train" | "latency",
+  workdir/workdir.json   {"kind": "multi_trial" | "oneshot" | "pipeline" | "train",
                           "created": ISO time, "config": the config it was made with}
   workdir/lock           an OS lock (fcntl.flock) held by the one process writing the
                          workdir, with its PID; the kernel releases it when that process
@@ -30,7 +30,7 @@ from mnas.errors import ConfigError, DataError, UserError
 
 RECORD = 'workdir.json'
 LOCK = 'lock'
-KINDS = ('multi_trial', 'oneshot', 'pipeline', 'train', 'latency')
+KINDS = ('multi_trial', 'oneshot', 'pipeline', 'train')  # A latency workdir is only locked.
 # Config fields (dotted, fnmatch patterns) that may change when a workdir is resumed: the
 # budget of the whole run, where the data lives, how much is logged and checkpointed.
 RESUMABLE = ('num_steps', 'max_seconds', '*data_dir', '*data_threads', '*log_every_steps',
