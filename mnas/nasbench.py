@@ -1,0 +1,87 @@
+"""Tabular NAS benchmarks: every architecture of a space with its accuracy, read from a file.
+
+NAS-Bench-Macro (Su et al., "Prioritized Architecture Sampling with Monto-Carlo Tree Search",
+CVPR 2021; https://github.com/xiusu/NAS-Bench-Macro, file data/nas-bench-macro_cifar10.json):
+6,561 architectures of the `nas_bench_macro` space (search_spaces/nas_bench_macro.py), each
+trained from scratch on CIFAR-10 with 3 seeds. The file maps a key of 8 digits, one per
+searchable layer, '0' identity, '1' MBConv3 3x3, '2' MBConv6 5x5, to
+{test_acc: [3 seeds, %], mean_acc, std, params, flops}. The key's digits are the space's
+decision indices, in order.
+
+mnas does not ship the file (its licence is the benchmark's): give its path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from mnas.errors import DataError
+
+MACRO_URL = 'https://github.com/xiusu/NAS-Bench-Macro (data/nas-bench-macro_cifar10.json)'
+MACRO_LAYERS = 8
+MACRO_OPTIONS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+  """A tabular benchmark as arrays, one row per key of the file (sorted by key).
+
+  `indices` [N, D] are decision indices of the space; `accuracy` [N, S] the per-seed test
+  accuracies as fractions (0-1); `params` and `flops` [N] the file's counts.
+  """
+  path: str
+  keys: tuple[str, ...]
+  indices: np.ndarray
+  accuracy: np.ndarray
+  params: np.ndarray
+  flops: np.ndarray
+
+  @property
+  def mean_accuracy(self) -> np.ndarray:
+    return self.accuracy.mean(axis=1)
+
+  def row(self, indices) -> int:
+    """The row of decision `indices` (base-3 number of the key's digits)."""
+    return self._row_of[''.join(str(int(i)) for i in np.asarray(indices).reshape(-1))]
+
+  @property
+  def _row_of(self) -> dict[str, int]:
+    cache = self.__dict__.get('_rows')
+    if cache is None:
+      cache = {k: i for i, k in enumerate(self.keys)}
+      object.__setattr__(self, '_rows', cache)
+    return cache
+
+
+def load_macro(path: str) -> Table:
+  """Reads NAS-Bench-Macro's JSON file; a DataError names the file and what is wrong."""
+  if not os.path.isfile(path):
+    raise DataError(f'NAS-Bench-Macro file {path!r} does not exist; get '
+                    f'nas-bench-macro_cifar10.json from {MACRO_URL}')
+  try:
+    with open(path) as f:
+      raw = json.load(f)
+  except (OSError, ValueError) as e:
+    raise DataError(f'{path}: not a readable JSON file ({e})') from None
+  if not isinstance(raw, dict) or not raw:
+    raise DataError(f'{path}: expected a JSON object of NAS-Bench-Macro results')
+  keys = tuple(sorted(raw))
+  for k in keys:
+    if len(k) != MACRO_LAYERS or set(k) - set('012'):
+      raise DataError(f'{path}: key {k!r} is not {MACRO_LAYERS} digits of 0/1/2: '
+                      'not a NAS-Bench-Macro file')
+    if not all(f in raw[k] for f in ('test_acc', 'params', 'flops')):
+      raise DataError(f'{path}: entry {k!r} lacks test_acc/params/flops')
+  expected = MACRO_OPTIONS ** MACRO_LAYERS
+  if len(keys) != expected:
+    raise DataError(f'{path}: {len(keys)} architectures, expected {expected}')
+  return Table(
+      path=path, keys=keys,
+      indices=np.array([[int(c) for c in k] for k in keys], np.int32),
+      accuracy=np.array([raw[k]['test_acc'] for k in keys], np.float64) / 100.0,
+      params=np.array([raw[k]['params'] for k in keys], np.int64),
+      flops=np.array([raw[k]['flops'] for k in keys], np.int64))
