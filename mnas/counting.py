@@ -21,7 +21,11 @@ def layer_counts(spec: dict) -> tuple[int, int]:
   h_in = spec['input_resolution']
   h_out = _ceil_div(h_in, spec['stride'])
   p = m = 0
-  if spec['type'] == 'conv':
+  if spec['type'] == 'id':  # Nothing, or the 1x1 projection + BN.
+    if spec['stride'] != 1 or cin != cout:
+      p += cin * cout + 2 * cout
+      m += h_out * h_out * cin * cout
+  elif spec['type'] == 'conv':
     p += k * k * cin * cout + 2 * cout
     m += h_out * h_out * k * k * cin * cout
   else:
@@ -40,7 +44,7 @@ def layer_counts(spec: dict) -> tuple[int, int]:
 
 def count(arch: Architecture, num_classes: int = 1000) -> dict:
   """{'params', 'macs', 'layers': [(params, macs) per layer]} for `arch`."""
-  res = _ceil_div(arch.resolution, 2)
+  res = arch.stem_resolution
   stem = arch.scaled(arch.stem.out)
   params = arch.stem.kernel ** 2 * 3 * stem + 2 * stem
   macs = res * res * arch.stem.kernel ** 2 * 3 * stem
@@ -63,7 +67,7 @@ def count(arch: Architecture, num_classes: int = 1000) -> dict:
 
 
 def res_final(arch: Architecture) -> int:
-  res = _ceil_div(arch.resolution, 2)
+  res = arch.stem_resolution
   for layer in arch.layers:
     res = _ceil_div(res, layer.stride)
   return res

@@ -96,7 +96,7 @@ class SqueezeExcite(nn.Module):
 
 
 class Block(nn.Module):
-  """One layer: `conv`, `ds` (MobileNetV1) or `ir` (MobileNetV2/V3, MnasNet MBConv).
+  """One layer: `conv`, `ds` (MobileNetV1), `ir` (MobileNetV2/V3, MnasNet MBConv) or `id`.
 
   `spec` is one row of `Architecture.describe_layers()`.
   """
@@ -136,7 +136,9 @@ class Block(nn.Module):
   def __call__(self, x):
     s, act = self.spec, ACTIVATIONS[self.spec['act']]
     shortcut = x
-    if s['type'] == 'conv':
+    if s['type'] == 'id':  # The canonical form keeps only identities that project.
+      x = self._bn(self._conv(x, s['cout'], 1, s['stride'], 'project'), 'project_bn')
+    elif s['type'] == 'conv':
       x = self._bn(self._conv(x, s['cout'], s['kernel'], s['stride'], 'conv'), 'bn', act)
       if s['se']:
         x = self._se(x)
@@ -177,8 +179,9 @@ class MobileNet(nn.Module):
     bn_act = functools.partial(_bn_act, fused=fused, train=train, axis_name=self.bn_axis_name,
                                dtype=self.dtype)
     x = x.astype(self.dtype)
-    x = nn.Conv(arch.scaled(arch.stem.out), (arch.stem.kernel,) * 2, (2, 2), padding='SAME',
-                use_bias=False, kernel_init=conv_init, dtype=self.dtype, name='stem')(x)
+    x = nn.Conv(arch.scaled(arch.stem.out), (arch.stem.kernel,) * 2, (arch.stem.stride,) * 2,
+                padding='SAME', use_bias=False, kernel_init=conv_init, dtype=self.dtype,
+                name='stem')(x)
     x = bn_act(x, ACTIVATIONS[arch.stem.act], name='stem_bn')
     for spec in arch.describe_layers():
       x = Block(spec, arch.se_rule, train, self.dtype, self.depthwise_impl, self.bn_axis_name,

@@ -13,7 +13,12 @@ Block tokens are `TYPE_rR_kK_sS_(eE|xX)_cC[_seR][_noskip]_ACT`:
         both followed by BN and the activation); `ir` inverted residual as in
         MobileNetV2 (1x1 expansion, dw, optional squeeze-excite, linear 1x1
         projection; with expansion 1 there is no expansion conv, which is also
-        MnasNet's "SepConv"); MobileNetV3's block is `ir` with `se` and `hs`.
+        MnasNet's "SepConv"); MobileNetV3's block is `ir` with `se` and `hs`;
+        `id` identity, written `id_rR_sS_cC` (no kernel, expansion or activation):
+        nothing where the stride and width stay, else a 1x1 conv with that stride + BN
+        and no activation (ResNet's projection shortcut; NAS-Bench-Macro's Identity
+        op). An identity that changes nothing is no layer: the canonical form drops it,
+        so networks that differ only in where such identities sit are one architecture.
   rR    number of layers; only the first has stride S.
   eE    expansion ratio of the block input; `xX` an explicit expanded width instead
         (MobileNetV3-Large's 184 = 80 * 2.3).
@@ -40,7 +45,7 @@ import numpy as np
 
 from mnas.errors import SpaceError  # pylint: disable=unused-import (mnas.space.SpaceError)
 
-BLOCK_TYPES = ('conv', 'ds', 'ir')
+BLOCK_TYPES = ('conv', 'ds', 'ir', 'id')
 ACTIVATIONS = ('relu', 'relu6', 'hs', 'swish')
 KERNELS = (3, 5, 7)
 STRIDES = (1, 2)
@@ -85,7 +90,10 @@ class Layer:
       raise SpaceError(f'{where}: {field}={value!r} is not allowed; allowed: {allowed}')
     if self.type not in BLOCK_TYPES:
       bad('type', self.type, BLOCK_TYPES)
-    if self.kernel not in KERNELS:
+    if self.type == 'id':
+      if (self.kernel, self.expansion, self.expanded, self.se_ratio) != (1, 1.0, None, 0.0):
+        bad('type', self.type, 'id with kernel 1, expansion 1 and no se (the token id_rR_sS_cC)')
+    elif self.kernel not in KERNELS:
       bad('kernel', self.kernel, KERNELS)
     if self.stride not in STRIDES:
       bad('stride', self.stride, STRIDES)
@@ -103,6 +111,8 @@ class Layer:
       bad('se_ratio', self.se_ratio, '0 <= se_ratio <= 1')
 
   def token(self, repeats: int = 1) -> str:
+    if self.type == 'id':
+      return f'id_r{repeats}_s{self.stride}_c{self.out}'
     parts = [self.type, f'r{repeats}', f'k{self.kernel}', f's{self.stride}']
     if self.type == 'ir':
       parts.append(f'x{self.expanded}' if self.expanded else f'e{_fmt(self.expansion)}')
@@ -113,6 +123,26 @@ class Layer:
       parts.append('noskip')
     parts.append(self.act)
     return '_'.join(parts)
+
+
+def layer_row(layer: Layer, cin: int, resolution: int, width_multiplier: float,
+              se_rule: str) -> dict[str, Any]:
+  """A layer's actual widths when it is entered with `cin` channels at `resolution`: the row
+  of `Architecture.describe_layers()` (without its index)."""
+  scaled = lambda c: make_divisible(c * width_multiplier)
+  cout = scaled(layer.out)
+  if layer.type == 'ir':  # Width the depthwise conv and squeeze-excite work at.
+    mid = (scaled(layer.expanded) if layer.expanded
+           else (cin if layer.expansion == 1 else make_divisible(cin * layer.expansion)))
+  else:
+    mid = cout if layer.type in ('conv', 'id') else cin
+  se = 0
+  if layer.se_ratio:
+    se = (make_divisible(mid * layer.se_ratio) if se_rule == 'v3'
+          else max(1, int(cin * layer.se_ratio)))
+  return dict(type=layer.type, kernel=layer.kernel, stride=layer.stride,
+              input_resolution=resolution, cin=cin, expanded=mid, cout=cout, se=se, act=layer.act,
+              residual=layer.type != 'id' and layer.skip and layer.stride == 1 and cin == cout)
 
 
 _TOKEN_FIELDS = re.compile(r'^(r|k|s|e|x|c|se)(\d+(?:\.\d+)?)$')
@@ -135,6 +165,8 @@ def parse_block(token: str, where: str = 'block') -> list[Layer]:
     else:
       raise SpaceError(f'{where} {token!r}: cannot parse {p!r}; expected one of '
                        f'rN kN sN eN xN cN seR noskip {"/".join(ACTIVATIONS)}')
+  if kind == 'id':
+    fields.setdefault('k', 1.0)
   for need in ('k', 's', 'c'):
     if need not in fields:
       raise SpaceError(f'{where} {token!r}: missing field {need!r} (e.g. k3, s1, c24)')
@@ -152,14 +184,17 @@ def parse_block(token: str, where: str = 'block') -> list[Layer]:
 
 @dataclasses.dataclass(frozen=True)
 class Stem:
-  """The first KxK stride-2 conv + BN + activation."""
+  """The first KxK conv + BN + activation, stride 2 (ImageNet networks) or 1 (CIFAR ones,
+  e.g. NAS-Bench-Macro's)."""
   out: int = 32
   act: str = 'relu'
   kernel: int = 3
+  stride: int = 2
 
   def token(self) -> str:
     k = '' if self.kernel == 3 else f'_k{self.kernel}'
-    return f'stem{k}_c{self.out}_{self.act}'
+    s = '' if self.stride == 2 else f'_s{self.stride}'
+    return f'stem{k}{s}_c{self.out}_{self.act}'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,10 +218,11 @@ class Head:
 
 
 def _parse_stem(token: str) -> Stem:
-  m = re.fullmatch(r'stem(?:_k(\d))?_c(\d+)_(\w+)', token)
-  if not m or m.group(3) not in ACTIVATIONS:
-    raise SpaceError(f'stem {token!r}: expected stem[_kK]_cC_ACT with ACT in {ACTIVATIONS}')
-  return Stem(out=int(m.group(2)), act=m.group(3), kernel=int(m.group(1) or 3))
+  m = re.fullmatch(r'stem(?:_k(\d))?(?:_s(\d))?_c(\d+)_(\w+)', token)
+  if not m or m.group(4) not in ACTIVATIONS:
+    raise SpaceError(f'stem {token!r}: expected stem[_kK][_sS]_cC_ACT with ACT in {ACTIVATIONS}')
+  return Stem(out=int(m.group(3)), act=m.group(4), kernel=int(m.group(1) or 3),
+              stride=int(m.group(2) or 2))
 
 
 def _parse_head(token: str) -> Head:
@@ -232,42 +268,43 @@ class Architecture:
     if self.resolution < RESOLUTION_MULTIPLE or self.resolution % RESOLUTION_MULTIPLE:
       raise SpaceError(f'architecture: resolution={self.resolution} must be a positive '
                        f'multiple of {RESOLUTION_MULTIPLE} (the network downsamples 32x)')
-    if self.stem.act not in ACTIVATIONS or self.stem.kernel not in KERNELS:
+    if (self.stem.act not in ACTIVATIONS or self.stem.kernel not in KERNELS
+        or self.stem.stride not in STRIDES):
       raise SpaceError(f'architecture: stem {self.stem} needs act in {ACTIVATIONS}, '
-                       f'kernel in {KERNELS}')
-    # Canonical form: the skip flag only matters where a residual is possible.
+                       f'kernel in {KERNELS}, stride in {STRIDES}')
+    # Canonical form: the skip flag only matters where a residual is possible, an identity
+    # that keeps stride and width is no layer.
     layers, cin = [], self.stem.out
     for i, layer in enumerate(self.layers):
       layer.validate(f'layer {i}')
-      if not layer.skip and not (layer.stride == 1 and cin == layer.out):
+      if layer.type == 'id' and layer.stride == 1 and cin == layer.out:
+        continue
+      if layer.type == 'id':  # No activation to choose, no residual around it.
+        layer = dataclasses.replace(layer, skip=True, act='relu')
+      elif not layer.skip and not (layer.stride == 1 and cin == layer.out):
         layer = dataclasses.replace(layer, skip=True)
       layers.append(layer)
       cin = layer.out
+    if not layers:
+      raise SpaceError('architecture: needs at least one layer that is not an identity')
     object.__setattr__(self, 'layers', tuple(layers))
 
   # --- widths after the width multiplier -------------------------------------------
   def scaled(self, channels: int) -> int:
     return make_divisible(channels * self.width_multiplier)
 
+  @property
+  def stem_resolution(self) -> int:
+    """The resolution after the stem (TF 'SAME' and PyTorch's k // 2 padding agree)."""
+    return -(-self.resolution // self.stem.stride)
+
   def describe_layers(self) -> list[dict[str, Any]]:
     """Per-layer table: actual channels, expanded width, SE width, resolution."""
-    rows, cin, res = [], self.scaled(self.stem.out), self.resolution // 2
+    rows, cin, res = [], self.scaled(self.stem.out), self.stem_resolution
     for i, layer in enumerate(self.layers):
-      cout = self.scaled(layer.out)
-      if layer.type == 'ir':  # Width the depthwise conv and squeeze-excite work at.
-        mid = (self.scaled(layer.expanded) if layer.expanded
-               else (cin if layer.expansion == 1 else make_divisible(cin * layer.expansion)))
-      else:
-        mid = cout if layer.type == 'conv' else cin
-      se = 0
-      if layer.se_ratio:
-        se = (make_divisible(mid * layer.se_ratio) if self.se_rule == 'v3'
-              else max(1, int(cin * layer.se_ratio)))
-      rows.append(dict(index=i, type=layer.type, kernel=layer.kernel, stride=layer.stride,
-                       input_resolution=res, cin=cin, expanded=mid, cout=cout, se=se,
-                       act=layer.act,
-                       residual=layer.skip and layer.stride == 1 and cin == cout))
-      cin, res = cout, -(-res // layer.stride)
+      rows.append(dict(index=i, **layer_row(layer, cin, res, self.width_multiplier,
+                                            self.se_rule)))
+      cin, res = rows[-1]['cout'], -(-res // layer.stride)
     return rows
 
   def head_widths(self) -> tuple[tuple[int, str], ...]:
@@ -351,12 +388,14 @@ class Stage:
   Option tuples list what a layer may be; with `per_layer` every layer decides its
   own (ProxylessNAS, TuNAS), otherwise the stage decides once for all its layers
   (MnasNet's factorized hierarchical space). `block` options are (type, expansion)
-  pairs, so one decision can choose between e.g. a regular conv and MBConv6.
+  pairs, so one decision can choose between e.g. a regular conv and MBConv6, or
+  (type, expansion, kernel) triples that fix the kernel too (NAS-Bench-Macro's ops:
+  ('id', 1, 1), ('ir', 3, 3) MBConv3 3x3, ('ir', 6, 5) MBConv6 5x5).
   """
   stride: int
   out: tuple[int, ...]
   depth: tuple[int, ...]
-  block: tuple[tuple[str, float], ...] = (('ir', 6.0),)
+  block: tuple[tuple, ...] = (('ir', 6.0),)
   kernel: tuple[int, ...] = (3,)
   se_ratio: tuple[float, ...] = (0.0,)
   act: tuple[str, ...] = ('relu',)
@@ -367,6 +406,23 @@ class Stage:
 
   def unit_choices(self) -> int:
     return math.prod(len(getattr(self, f)) for f in self.LAYER_FIELDS)
+
+  def layer(self, block: tuple, kernel: int, stride: int, out: int, se_ratio: float, act: str,
+            skip: bool) -> Layer:
+    """The layer of one choice of each field (a block triple's kernel wins)."""
+    btype, expansion, *fixed_kernel = block
+    return Layer(type=btype, kernel=fixed_kernel[0] if fixed_kernel else kernel, stride=stride,
+                 out=out, expansion=float(expansion), se_ratio=float(se_ratio), act=act,
+                 skip=skip)
+
+  @staticmethod
+  def block_of(layer: Layer, options: tuple) -> tuple:
+    """The `block` option value of `layer`, in the form of `options` (pairs or triples)."""
+    value = (layer.type, layer.expansion)
+    return value + (layer.kernel,) if len(options[0]) == 3 else value
+
+  def has_identity(self) -> bool:
+    return any(b[0] == 'id' for b in self.block)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,10 +442,12 @@ class Space:
       for field in ('out', 'depth') + Stage.LAYER_FIELDS:
         if not getattr(st, field):
           raise SpaceError(f'space {self.name}: stage {i} has no options for {field!r}')
-      for (t, e), k, se, a in ((b, k, s, a) for b in st.block for k in st.kernel
-                               for s in st.se_ratio for a in st.act):
-        Layer(t, k, st.stride, st.out[0], expansion=float(e), se_ratio=se, act=a).validate(
-            f'space {self.name} stage {i}')
+      if len({len(b) for b in st.block}) != 1:
+        raise SpaceError(f'space {self.name}: stage {i} mixes (type, expansion) and '
+                         '(type, expansion, kernel) block options')
+      for b, k, se, a in ((b, k, s, a) for b in st.block for k in st.kernel
+                          for s in st.se_ratio for a in st.act):
+        st.layer(b, k, st.stride, st.out[0], se, a, True).validate(f'space {self.name} stage {i}')
     for r in self.resolution:
       if r % RESOLUTION_MULTIPLE:
         raise SpaceError(f'space {self.name}: resolution {r} is not a multiple of '
@@ -452,10 +510,8 @@ class Space:
       for j in range(depth):
         u = j if st.per_layer else None
         val = lambda f: (v if (v := get(i, u, f)) is not None else self._fixed(i, f))
-        btype, e = val('block')
-        layers.append(Layer(type=btype, kernel=val('kernel'), stride=st.stride if j == 0 else 1,
-                            out=out, expansion=float(e), se_ratio=float(val('se_ratio')),
-                            act=val('act'), skip=val('skip')))
+        layers.append(st.layer(val('block'), val('kernel'), st.stride if j == 0 else 1, out,
+                               val('se_ratio'), val('act'), val('skip')))
     return Architecture(
         layers=tuple(layers), stem=self.stem, head=self.head, se_rule=self.se_rule,
         width_multiplier=chosen.get((None, None, 'width_multiplier'), self.width_multiplier[0]),
@@ -471,24 +527,33 @@ class Space:
   def encode(self, arch: Architecture) -> np.ndarray:
     """Inverse of `decode`; inactive decisions get index 0. Raises if not a member."""
     plan = self._decision_plan()
-    for groups in self._stage_splits(list(arch.layers), 0):
+    for groups in self._stage_splits(list(arch.layers), 0, arch.stem.out):
       idx = self._encode_groups(plan, arch, groups)
       if idx is not None and self.decode(idx) == arch:
         return idx
     raise SpaceError(f'space {self.name}: architecture is not a member of this space:\n  {arch}')
 
-  def _stage_splits(self, layers: list[Layer], stage: int):
-    """Yields every way of cutting `layers` into this space's stages (by depth options)."""
+  def _stage_splits(self, layers: list[Layer], stage: int, cin: int):
+    """Yields every way of cutting `layers` into this space's stages (by depth options).
+
+    In a stage with an identity option a group may be shorter than its depth: the canonical
+    form dropped its identities that change nothing, which come back at the stage's end.
+    """
     if stage == len(self.stages):
       if not layers:
         yield []
       return
     st = self.stages[stage]
     for d in st.depth:
-      head = layers[:d]
-      if len(head) == d and head[0].stride == st.stride and len({layer.out for layer in head}) == 1:
-        for rest in self._stage_splits(layers[d:], stage + 1):
-          yield [head] + rest
+      for n in (range(d, -1, -1) if st.has_identity() else [d]):
+        head = layers[:n]
+        out = head[0].out if head else cin
+        if (len(head) < n or len({layer.out for layer in head} | {out}) != 1
+            or (head[0].stride if head else 1) != st.stride):
+          continue
+        pad = [Layer('id', 1, st.stride if not head else 1, out)] + [Layer('id', 1, 1, out)] * d
+        for rest in self._stage_splits(layers[n:], stage + 1, out):
+          yield [head + pad[:d - n] if head else pad[:d]] + rest
 
   @staticmethod
   def _encode_groups(plan, arch: Architecture, groups: list[list[Layer]]) -> np.ndarray | None:
@@ -505,8 +570,7 @@ class Space:
         continue
       else:
         layer = groups[st][u or 0]
-        value = {'block': (layer.type, layer.expansion), 'kernel': layer.kernel,
-                 'se_ratio': layer.se_ratio, 'act': layer.act, 'skip': layer.skip}[f]
+        value = (Stage.block_of(layer, opts) if f == 'block' else getattr(layer, f))
         if f == 'skip':  # Only where a residual is possible does skip show; decode checks.
           value = groups[st][-1 if u is None else u].skip
           value = value if value in opts else opts[0]

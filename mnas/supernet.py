@@ -156,8 +156,11 @@ class Supernet:
     scaled = lambda c: {Architecture(layers=(Layer('ir', 3, 1, 8),), width_multiplier=w)
                         .scaled(c) for w in widths}
     slots = []
+    if space.stem.stride != 2:
+      raise SpaceError(f'supernet: space {space.name} has a stride-{space.stem.stride} stem; '
+                       'the supernet builds stride-2 stems only')
     for i, st in enumerate(space.stages):
-      for t, _ in st.block:
+      for t, *_ in st.block:
         if t != 'ir':
           raise SpaceError(f'supernet: space {space.name} stage {i} has block type {t!r}; '
                            'the supernet shares weights between inverted residuals (ir) only')

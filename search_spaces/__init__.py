@@ -8,6 +8,8 @@ Spaces (`get_space(name)`):
   mobilenet_v3_large MobileNetV3-like per-layer space on the V3-Large skeleton (kernel 3/5/7,
   mobilenet_v3_small expansion 1-6, SE on/off, ReLU/h-swish, depth and width per stage).
   tiny               A small MobileNetV3-like space for CPU-sized searches (the quickstart).
+  nas_bench_macro    NAS-Bench-Macro's 8 layers on CIFAR-10 (Su et al. 2021): every
+                     architecture's accuracy is known (mnas.nasbench), a search costs seconds.
 
 References (`get_reference(name, width_multiplier, resolution)`): mobilenet_v1, mobilenet_v2,
 mobilenet_v3_large, mobilenet_v3_small, mnasnet_a1, mnasnet_b1.
@@ -19,7 +21,7 @@ import os
 
 from mnas import jsonfile
 from mnas.space import Architecture, SpaceError, parse
-from search_spaces import mnasnet, mobilenet, proxylessnas, v3_like
+from search_spaces import mnasnet, mobilenet, nas_bench_macro, proxylessnas, v3_like
 
 SPACES = {
     'mobilenet_v1': mobilenet.V1_SPACE,
@@ -28,6 +30,7 @@ SPACES = {
     'mobilenet_v3_large': v3_like.LARGE_SPACE,
     'mobilenet_v3_small': v3_like.SMALL_SPACE,
     'tiny': v3_like.TINY_SPACE,
+    'nas_bench_macro': nas_bench_macro.SPACE,
 }
 
 # name -> (architecture string at alpha 1.0 and 224, the space it belongs to)

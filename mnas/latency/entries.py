@@ -31,11 +31,11 @@ def entry_module(spec: dict, depthwise_impl: str, layer_impl: str = 'auto'):
 
   if kind == 'stem':
     class StemEntry(nn.Module):
-      """MobileNet's stem: KxK stride-2 conv, batch norm, activation."""
+      """MobileNet's stem: KxK conv (stride 2, or the key's), batch norm, activation."""
       @nn.compact
       def __call__(self, x):
-        x = nn.Conv(spec['cout'], (spec['kernel'],) * 2, (2, 2), padding='SAME', use_bias=False,
-                    kernel_init=models.conv_init, name='stem')(x)
+        x = nn.Conv(spec['cout'], (spec['kernel'],) * 2, (spec['stride'],) * 2, padding='SAME',
+                    use_bias=False, kernel_init=models.conv_init, name='stem')(x)
         x = nn.BatchNorm(use_running_average=True, momentum=models.BN_MOMENTUM,
                          epsilon=models.BN_EPSILON, name='stem_bn')(x)
         return models.ACTIVATIONS[spec['act']](x)

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from mnas import counting
 from mnas.errors import SpaceError
-from mnas.space import Architecture, Layer, Space, make_divisible
+from mnas.space import Architecture, Layer, Space, layer_row, make_divisible
 
 GATES = {'v3': 'hsig', 'mnas': 'sig'}  # SE gate of each se_rule (hard sigmoid / sigmoid).
 _RULE_OF_GATE = {v: k for k, v in GATES.items()}
@@ -37,8 +37,9 @@ def block_key(row: Mapping[str, Any], se_rule: str) -> str:
           f'_res{int(bool(row["residual"]))}')
 
 
-def stem_key(resolution: int, cout: int, kernel: int, act: str) -> str:
-  return f'stem_r{resolution}_i3_o{cout}_k{kernel}_{act}'
+def stem_key(resolution: int, cout: int, kernel: int, act: str, stride: int = 2) -> str:
+  s = '' if stride == 2 else f'_s{stride}'
+  return f'stem_r{resolution}_i3_o{cout}_k{kernel}{s}_{act}'
 
 
 def head_key(resolution: int, cin: int, pre: Sequence[tuple[int, str]],
@@ -48,9 +49,9 @@ def head_key(resolution: int, cin: int, pre: Sequence[tuple[int, str]],
   return '_'.join(parts)
 
 
-_BLOCK_RE = re.compile(rf'^(conv|ds|ir)_r(\d+)_i(\d+)_o(\d+)_k(\d+)_x(\d+)_s(\d+)'
+_BLOCK_RE = re.compile(rf'^(conv|ds|ir|id)_r(\d+)_i(\d+)_o(\d+)_k(\d+)_x(\d+)_s(\d+)'
                        rf'_se(\d+)(hsig|sig)?_({_ACTS})_res([01])$')
-_STEM_RE = re.compile(rf'^stem_r(\d+)_i(\d+)_o(\d+)_k(\d+)_({_ACTS})$')
+_STEM_RE = re.compile(rf'^stem_r(\d+)_i(\d+)_o(\d+)_k(\d+)(?:_s(\d))?_({_ACTS})$')
 _HEAD_RE = re.compile(r'^head_r(\d+)_i(\d+)_(.*)_n(\d+)$')
 _CONV_RE = re.compile(rf'^c(\d+)({_ACTS})$')
 
@@ -65,9 +66,9 @@ def parse_key(key: str) -> dict[str, Any]:
                 kernel=int(k), expanded=int(x), stride=int(s), se=int(se),
                 se_rule=_RULE_OF_GATE.get(gate, 'v3'), act=act, residual=res == '1')
   if m := _STEM_RE.match(key):
-    r, i, o, k, act = m.groups()
+    r, i, o, k, s, act = m.groups()
     return dict(kind='stem', input_resolution=int(r), cin=int(i), cout=int(o), kernel=int(k),
-                act=act)
+                stride=int(s or 2), act=act)
   if m := _HEAD_RE.match(key):
     r, i, body, n = m.groups()
     tokens = body.split('_')
@@ -87,20 +88,14 @@ def parse_key(key: str) -> dict[str, Any]:
                    'head_r2_i64_c192hs_pool_c256hs_n1000)')
 
 
-def _final_resolution(arch: Architecture) -> int:
-  res = -(-arch.resolution // 2)
-  for layer in arch.layers:
-    res = -(-res // layer.stride)
-  return res
-
-
 def arch_keys(arch: Architecture, num_classes: int = 1000) -> list[str]:
   """The entries of an architecture, in order: stem, blocks, head."""
-  keys = [stem_key(arch.resolution, arch.scaled(arch.stem.out), arch.stem.kernel, arch.stem.act)]
+  keys = [stem_key(arch.resolution, arch.scaled(arch.stem.out), arch.stem.kernel, arch.stem.act,
+                   arch.stem.stride)]
   keys += [block_key(row, arch.se_rule) for row in arch.describe_layers()]
   widths = arch.head_widths()
   npre = len(arch.head.pre)
-  keys.append(head_key(_final_resolution(arch), arch.scaled(arch.layers[-1].out), widths[:npre],
+  keys.append(head_key(counting.res_final(arch), arch.scaled(arch.layers[-1].out), widths[:npre],
                        widths[npre:], num_classes))
   return keys
 
@@ -108,23 +103,6 @@ def arch_keys(arch: Architecture, num_classes: int = 1000) -> list[str]:
 def keys_for(archs: Iterable[Architecture], num_classes: int = 1000) -> list[str]:
   """The unique entries a set of architectures needs (first-seen order)."""
   return list(dict.fromkeys(k for a in archs for k in arch_keys(a, num_classes)))
-
-
-def _layer_row(layer: Layer, cin: int, cout: int, res: int, w: float, se_rule: str) -> dict:
-  """The describe_layers() row of `layer` entered with `cin` channels (see space.py)."""
-  scaled = lambda c: make_divisible(c * w)
-  if layer.type == 'ir':
-    mid = (scaled(layer.expanded) if layer.expanded
-           else (cin if layer.expansion == 1 else make_divisible(cin * layer.expansion)))
-  else:
-    mid = cout if layer.type == 'conv' else cin
-  se = 0
-  if layer.se_ratio:
-    se = (make_divisible(mid * layer.se_ratio) if se_rule == 'v3'
-          else max(1, int(cin * layer.se_ratio)))
-  return dict(type=layer.type, kernel=layer.kernel, stride=layer.stride, input_resolution=res,
-              cin=cin, expanded=mid, cout=cout, se=se, act=layer.act,
-              residual=layer.skip and layer.stride == 1 and cin == cout)
 
 
 def space_keys(space: Space, width_multiplier: float | None = None, resolution: int | None = None,
@@ -138,8 +116,9 @@ def space_keys(space: Space, width_multiplier: float | None = None, resolution: 
   w = float(width_multiplier or space.width_multiplier[0])
   r0 = int(resolution or space.resolution[0])
   scaled = lambda c: make_divisible(c * w)
-  keys = {stem_key(r0, scaled(space.stem.out), space.stem.kernel, space.stem.act)}
-  states = {(scaled(space.stem.out), -(-r0 // 2))}
+  keys = {stem_key(r0, scaled(space.stem.out), space.stem.kernel, space.stem.act,
+                  space.stem.stride)}
+  states = {(scaled(space.stem.out), -(-r0 // space.stem.stride))}
   for st in space.stages:
     new_states = set()
     options = list(itertools.product(st.block, st.kernel, st.se_ratio, st.act, st.skip))
@@ -148,10 +127,11 @@ def space_keys(space: Space, width_multiplier: float | None = None, resolution: 
       for d in st.depth:
         new_states.add((cout, res1) if d > 0 else (cin, res))
       positions = [(cin, st.stride, res)] + ([(cout, 1, res1)] if max(st.depth) > 1 else [])
-      for (ci, s, r), ((btype, e), k, ratio, act, skip) in itertools.product(positions, options):
-        layer = Layer(btype, k, s, out, expansion=float(e), se_ratio=float(ratio), act=act,
-                      skip=skip)
-        keys.add(block_key(_layer_row(layer, ci, cout, r, w, space.se_rule), space.se_rule))
+      for (ci, s, r), (block, k, ratio, act, skip) in itertools.product(positions, options):
+        layer = st.layer(block, k, s, out, ratio, act, skip)
+        if layer.type == 'id' and s == 1 and ci == cout:
+          continue  # An identity that changes nothing is no layer (mnas.space).
+        keys.add(block_key(layer_row(layer, ci, r, w, space.se_rule), space.se_rule))
     states = new_states
   probe = Architecture(layers=(Layer('ir', 3, 1, 8),), stem=space.stem, head=space.head,
                        width_multiplier=w, resolution=r0, se_rule=space.se_rule)
