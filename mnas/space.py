@@ -594,7 +594,8 @@ class Space:
 
   @property
   def size(self) -> int:
-    """Number of architectures (exact; distinct decision assignments)."""
+    """Number of distinct decision assignments: the architectures, except that in a space with
+    identity options several assignments can be one network (NAS-Bench-Macro: 6,561 and 3,969)."""
     n = len(self.width_multiplier) * len(self.resolution)
     for st in self.stages:
       n *= len(st.out) * sum(self._stage_counts(st))
