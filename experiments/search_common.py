@@ -40,6 +40,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.latency = latency_config.get_config()
   c.latency.scope = 'on_demand'
   c.latency.progress = False
+  # How a candidate is evaluated: 'train' on the proxy task `c.train`, or 'nas_bench_macro':
+  # looked up in NAS-Bench-Macro's file `path` (space nas_bench_macro), the seeds' 'mean' or
+  # one 'seed' drawn per architecture (mnas.nasbench).
+  c.proxy = ml_collections.ConfigDict({'kind': 'train', 'path': '', 'accuracy': 'mean'})
   c.train = train_config.get_config()  # The proxy task (see experiments/train.py).
   c.train.num_epochs = 5.0  # MnasNet's proxy task: 5 epochs.
   c.pareto_every_steps = 5

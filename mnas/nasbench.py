@@ -9,6 +9,11 @@ searchable layer, '0' identity, '1' MBConv3 3x3, '2' MBConv6 5x5, to
 decision indices, in order.
 
 mnas does not ship the file (its licence is the benchmark's): give its path.
+
+As the search's proxy task (`config.proxy.kind = 'nas_bench_macro'`, `MacroProxy`), a
+candidate's accuracy is looked up instead of trained: the mean of the 3 seeds, or one seed
+drawn per architecture (`config.proxy.accuracy = 'seed'`: the noise a real proxy has). The
+rest is the real search: store, resume, latency table, TensorBoard, report.
 """
 
 from __future__ import annotations
@@ -17,13 +22,20 @@ import dataclasses
 import json
 import os
 
+import zlib
+
 import numpy as np
 
-from mnas.errors import DataError
+from mnas import config as config_lib
+from mnas.errors import ConfigError, DataError
 
 MACRO_URL = 'https://github.com/xiusu/NAS-Bench-Macro (data/nas-bench-macro_cifar10.json)'
 MACRO_LAYERS = 8
 MACRO_OPTIONS = 3
+PROXIES = ('train', 'nas_bench_macro')  # config.proxy.kind: train on config.train, or look up.
+ACCURACIES = ('mean', 'seed')
+RULES = {'proxy.kind': config_lib.one_of(*PROXIES),
+         'proxy.accuracy': config_lib.one_of(*ACCURACIES)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,3 +97,56 @@ def load_macro(path: str) -> Table:
       accuracy=np.array([raw[k]['test_acc'] for k in keys], np.float64) / 100.0,
       params=np.array([raw[k]['params'] for k in keys], np.int64),
       flops=np.array([raw[k]['flops'] for k in keys], np.int64))
+
+
+class MacroProxy:
+  """NAS-Bench-Macro as a proxy task: `arch -> Outcome` with the file's test accuracy.
+
+  `accuracy`: 'mean' of the 3 seeds, or 'seed': one of them, drawn per (seed, architecture),
+  so a resumed search sees the same value.
+  """
+
+  def __init__(self, table: Table, accuracy: str = 'mean', seed: int = 0):
+    import search_spaces  # The space is the benchmark's; imported here, not by the loader.
+    self.table, self.accuracy, self.seed = table, accuracy, seed
+    self.space = search_spaces.get_space('nas_bench_macro')
+
+  def __call__(self, arch):
+    from mnas.search.evaluation import Outcome
+    row = self.table.row(self.space.encode(arch))
+    if self.accuracy == 'mean':
+      return Outcome('done', val_accuracy=float(self.table.mean_accuracy[row]))
+    gen = np.random.default_rng([self.seed, zlib.crc32(arch.id.encode())])
+    return Outcome('done', val_accuracy=float(gen.choice(self.table.accuracy[row])))
+
+
+def check_proxy(config) -> None:
+  """Raises ConfigError / DataError for a search config whose benchmark proxy cannot run."""
+  config_lib.check(config, RULES)
+  if config.proxy.kind == 'train':
+    return
+  if config.space != 'nas_bench_macro':
+    raise ConfigError(f'config.proxy.kind={config.proxy.kind!r} needs '
+                      f"config.space='nas_bench_macro', not {config.space!r}")
+  if config.resolution not in (0, 32):
+    raise ConfigError(f'config.resolution={config.resolution} is not allowed with the '
+                      'NAS-Bench-Macro proxy; allowed: 0 or 32 (the benchmark trained at 32x32)')
+  if not config.proxy.path:
+    raise ConfigError('config.proxy.path is empty: give the NAS-Bench-Macro file '
+                      f'(--config.proxy.path=.../nas-bench-macro_cifar10.json; from {MACRO_URL})')
+  load_macro(config.proxy.path)
+
+
+def proxy_for(config) -> MacroProxy:
+  """The benchmark proxy of a search config (`check_proxy` first)."""
+  return MacroProxy(load_macro(config.proxy.path), config.proxy.accuracy, config.seed)
+
+
+def predicted_latency(table: Table, predictor) -> np.ndarray:
+  """Every row's latency in ms from a latency predictor of the nas_bench_macro space (e.g.
+  `mnas.latency.Predictor` of a table measured for it): the hardware metric of a reward
+  whose exact optimum over the whole benchmark can then be computed."""
+  import search_spaces
+  space = search_spaces.get_space('nas_bench_macro')
+  return np.asarray(predictor.predict_batch([space.decode(i) for i in table.indices]),
+                    np.float64)

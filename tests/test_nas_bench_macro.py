@@ -86,8 +86,9 @@ def test_space_language_expresses_the_benchmark():
   # The file's counts for key 10120012.
   assert counting.count(arch, 10)['params'] == PARAMS_10120012
   assert counting.count(arch, 10)['macs'] == FLOPS_10120012
-  out = models.build_model(arch, 10).apply(
-      models.init_variables(models.build_model(arch, 10), 0), np.zeros((2, 32, 32, 3)))
+  model = models.build_model(arch, 10)
+  out = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x)[0],
+                       jax.ShapeDtypeStruct((2, 32, 32, 3), np.float32))
   assert out.shape == (2, 10)
 
 
@@ -107,3 +108,54 @@ def test_load_refuses_what_is_not_the_benchmark(tmp_path):
   bad.write_text(json.dumps({'0123': {'test_acc': [1], 'params': 1, 'flops': 1}}))
   with pytest.raises(DataError, match="key '0123'"):
     nasbench.load_macro(str(bad))
+
+
+def _search_config(**proxy):
+  from experiments import nas_bench_macro as exp
+  config = exp.get_config()
+  config.num_steps, config.candidates_per_step = 3, 4
+  config.controller = 'random'  # What is tested is the proxy; random compiles least.
+  config.proxy.update(dict(dict(path=FILE), **proxy))
+  return config
+
+
+@needs_file
+@pytest.mark.parametrize('accuracy', ['mean', 'seed'])
+def test_search_with_the_benchmark_as_proxy(tmp_path, table, accuracy):
+  from conftest import MacsPredictor
+  from mnas.search import run
+  from mnas.search.store import Store
+  config = _search_config(accuracy=accuracy)
+  summary = run(config, str(tmp_path), predictor=MacsPredictor())
+  assert summary['evaluations'] == 12
+  store = Store(str(tmp_path / 'results.sqlite'))
+  rows = store.finished()
+  store.close()
+  for r in rows:
+    values = table.accuracy[table.row(SPACE.encode(parse(r['arch'])))]
+    if accuracy == 'mean':
+      assert r['accuracy'] == pytest.approx(values.mean())
+    else:
+      assert r['accuracy'] in values
+  again = run(config, str(tmp_path), predictor=MacsPredictor())  # Finished: nothing to do.
+  assert again['best'] == summary['best']
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(space='tiny'), "needs config.space='nas_bench_macro'"),
+    (dict(resolution=64), 'config.resolution=64'),
+    (dict(proxy=dict(path='')), 'config.proxy.path is empty'),
+    (dict(proxy=dict(path='/nonexistent/macro.json')), 'does not exist'),
+    (dict(proxy=dict(accuracy='median')), 'proxy.accuracy'),
+    (dict(proxy=dict(kind='nasbench201')), 'proxy.kind'),
+])
+def test_bad_benchmark_proxy_config_is_refused_before_work(tmp_path, change, message):
+  from conftest import MacsPredictor
+  from mnas.errors import UserError
+  from mnas.search import run
+  config = _search_config()  # Each change is refused before the file is read, if it is read.
+  config.proxy.update(change.pop('proxy', {}))
+  config.update(change)
+  with pytest.raises(UserError, match=message):
+    run(config, str(tmp_path / 'w'), predictor=MacsPredictor())
+  assert not os.path.exists(tmp_path / 'w' / 'results.sqlite')

@@ -31,7 +31,7 @@ import numpy as np
 from absl import logging
 
 import search_spaces
-from mnas import checkpoints, config as config_lib, distributed, rewards
+from mnas import checkpoints, config as config_lib, distributed, nasbench, rewards
 from mnas import controllers
 from mnas.controllers import make_controller
 from mnas.search import candidate_parallel, checks, results
@@ -53,7 +53,8 @@ RULES = {
 def check_config(config, *, latency: bool = True, train: bool = True) -> None:
   """Raises ConfigError (or DataError) for a config this search cannot run, before any work;
   `latency` / `train`: check those blocks too (not when a predictor / proxy is given)."""
-  checks.check(config, RULES, latency=latency, train=train)
+  nasbench.check_proxy(config)
+  checks.check(config, RULES, latency=latency, train=train and config.proxy.kind == 'train')
   make_controller(config.controller, search_spaces.get_space(config.space).num_options,
                   **controller_kwargs(config))
 
@@ -61,6 +62,11 @@ def check_config(config, *, latency: bool = True, train: bool = True) -> None:
 def controller_kwargs(config) -> dict:
   """The chosen controller's hyperparameters that differ from its defaults."""
   return dict(config.controller_kwargs.get(config.controller, {}))
+
+
+def make_proxy(config: ml_collections.ConfigDict) -> Proxy:
+  """`config.proxy.kind`: training on `config.train`, or a benchmark's table (mnas.nasbench)."""
+  return train_proxy(config) if config.proxy.kind == 'train' else nasbench.proxy_for(config)
 
 
 def train_proxy(config: ml_collections.ConfigDict) -> Proxy:
@@ -94,12 +100,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
         predictor=None) -> dict:
   """Runs (or resumes) a search; returns a summary with the best candidate.
 
-  `proxy` (default: training, `train_proxy`) and `predictor` (default: the measured table
+  `proxy` (default: `make_proxy`, training or a benchmark lookup) and `predictor` (default: the measured table
   in workdir/latency) can be injected, e.g. fakes in tests.
   """
   config_lib.check(config, {**checks.COMMON_RULES, **RULES})
   space = search_spaces.get_space(config.space)
-  proxy = proxy or train_proxy(config)
+  proxy = proxy or make_proxy(config)
   if not distributed.is_main():  # Candidate-parallel: only process 0 writes to the workdir.
     return candidate_parallel.serve(lambda idx: decode(space, config, idx), proxy)
   os.makedirs(workdir, exist_ok=True)
