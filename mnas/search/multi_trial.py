@@ -100,8 +100,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
         predictor=None) -> dict:
   """Runs (or resumes) a search; returns a summary with the best candidate.
 
-  `proxy` (default: `make_proxy`, training or a benchmark lookup) and `predictor` (default: the measured table
-  in workdir/latency) can be injected, e.g. fakes in tests.
+  `proxy` (default: `make_proxy`, training or a benchmark lookup) and `predictor` (default:
+  the measured table in workdir/latency) can be injected, e.g. fakes in tests.
   """
   config_lib.check(config, {**checks.COMMON_RULES, **RULES})
   space = search_spaces.get_space(config.space)
