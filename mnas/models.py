@@ -195,8 +195,10 @@ class MobileNet(nn.Module):
       x = ACTIVATIONS[a](nn.Dense(c, kernel_init=conv_init, dtype=self.dtype,
                                   name=f'head_post{j}')(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='classifier')(x)
-    return x.astype(jnp.float32)
+    # Logits in the compute dtype (float64 stays float64); the losses (mnas.steps) compute
+    # in at least float32.
+    return nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype,
+                    name='classifier')(x)
 
 
 def build_model(arch: Architecture, num_classes: int = 1000, **kwargs) -> MobileNet:

@@ -59,8 +59,16 @@ class TrainState:
 # Per-replica steps (the supernet's, mnas.oneshot, share the loss and the sums).
 
 
+def _loss_precision(logits):
+  """bfloat16/float16 logits (the model's compute dtype) as float32 for the softmax;
+  float32 and float64 unchanged."""
+  return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+
+
 def smoothed_cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
-  """Mean softmax cross-entropy with label smoothing (Szegedy et al. 2016)."""
+  """Mean softmax cross-entropy with label smoothing (Szegedy et al. 2016), in at least
+  float32."""
+  logits = _loss_precision(logits)
   targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
   return jnp.mean(optax.softmax_cross_entropy(logits, targets))
 
@@ -72,7 +80,9 @@ def step_metrics(ce, l2, logits, labels, grads) -> dict[str, jax.Array]:
 
 
 def eval_sums(logits, batch: dict) -> dict[str, jax.Array]:
-  """Sums over the real (mask 1) examples: correct, loss (plain cross-entropy), count."""
+  """Sums over the real (mask 1) examples: correct, loss (plain cross-entropy, in at least
+  float32), count."""
+  logits = _loss_precision(logits)
   mask = batch.get('mask', jnp.ones(batch['label'].shape, jnp.float32))
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
   correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import search_spaces
-from mnas import counting, models
+from mnas import counting, models, steps
 
 
 def _n_params(tree):
@@ -84,7 +84,27 @@ def test_bfloat16_forward():
   model = models.build_model(arch, num_classes=10, dtype=jnp.bfloat16)
   variables = models.init_variables(model, jax.random.key(0))
   out = model.apply(variables, jnp.ones((1, 64, 64, 3)), train=False)
-  assert out.dtype == jnp.float32 and np.isfinite(np.asarray(out)).all()
+  assert out.dtype == jnp.bfloat16 and np.isfinite(np.asarray(out, np.float32)).all()
+  # The losses of the train and eval steps compute in float32 all the same.
+  labels = jnp.zeros((1,), jnp.int32)
+  assert steps.smoothed_cross_entropy(out, labels, 10, 0.1).dtype == jnp.float32
+  assert steps.eval_sums(out, {'label': labels})['loss'].dtype == jnp.float32
+
+
+def test_float64_model_returns_float64_logits():
+  """The logits keep the model's dtype: a float64 model is float64 end to end (its
+  agreement with a reference is not cut to float32 at the classifier)."""
+  with jax.enable_x64(True):
+    arch = search_spaces.load_arch(
+        'r32_w1_sev3 stem_c16_hs ir_r1_k3_s2_e3_c24_se0.25_relu head_c64_hs_pool_c96_hs')
+    model = models.build_model(arch, num_classes=10, dtype=jnp.float64, depthwise_impl='grouped')
+    variables = models.init_variables(model, 0)
+    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3), jnp.float64)
+    out = model.apply(variables, x, train=False)
+    assert out.dtype == jnp.float64
+    assert steps.smoothed_cross_entropy(out, jnp.zeros((2,), jnp.int32), 10, 0.1).dtype == \
+        jnp.float64
+  assert not jax.config.jax_enable_x64  # The context restored the default.
 
 
 def _train_and_eval_outputs(model, variables, x):
@@ -157,3 +177,59 @@ def test_host_init_has_the_initialisers_distributions():
                                err_msg=jax.tree_util.keystr(path))
   dw = ours['block0']['depthwise']['kernel']  # (5, 5, 1, 384)
   assert abs(np.std(dw) - np.sqrt(2.0 / 25)) < 0.02
+
+
+# The activation of every reference architecture, written from the implementations, not from
+# mnas's strings: (stem, one per layer, one per head conv before and after the pool).
+#   mobilenet_v1: ReLU6 after the stem and after both convs of every depthwise-separable
+#     layer; no head conv. keras/src/applications/mobilenet.py (`layers.ReLU(6.0)` in
+#     _conv_block, _depthwise_conv_block), TF-slim research/slim/nets/mobilenet_v1.py
+#     (mobilenet_v1_arg_scope: tf.nn.relu6), timm/models/efficientnet.py (_gen_mobilenet_v1:
+#     relu6). The paper's text says ReLU.
+#   mobilenet_v2: ReLU6 everywhere, the 1280 head conv included (projections are linear).
+#     keras/src/applications/mobilenet_v2.py (`layers.ReLU(6.0)`), timm/models/efficientnet.py
+#     (_gen_mobilenet_v2: relu6).
+#   mobilenet_v3_large / _small: h-swish stem; ReLU for the first 6 (Large) / 3 (Small)
+#     layers, h-swish after (Howard et al. 2019, Tables 1-2); both head convs h-swish.
+#     keras/src/applications/mobilenet_v3.py (MobileNetV3Large / MobileNetV3Small stack_fn:
+#     `relu` then `activation` = hard_swish; Conv and the two head convs hard_swish),
+#     timm/models/mobilenetv3.py (_gen_mobilenet_v3: `_nre` blocks are ReLU).
+#   mnasnet_a1 / _b1: ReLU everywhere. tensorflow/tpu models/official/mnasnet/
+#     mnasnet_models.py and mnasnet_model.py (relu_fn defaults to tf.nn.relu), timm
+#     timm/models/efficientnet.py (_gen_mnasnet_a1 / _gen_mnasnet_b1: default ReLU).
+EXPECTED_ACTIVATIONS = {
+    'mobilenet_v1': ('relu6', ['relu6'] * 13, []),
+    'mobilenet_v2': ('relu6', ['relu6'] * 17, ['relu6']),
+    'mobilenet_v3_large': ('hs', ['relu'] * 6 + ['hs'] * 9, ['hs', 'hs']),
+    'mobilenet_v3_small': ('hs', ['relu'] * 3 + ['hs'] * 8, ['hs', 'hs']),
+    'mnasnet_a1': ('relu', ['relu'] * 16, ['relu']),
+    'mnasnet_b1': ('relu', ['relu'] * 17, ['relu']),
+}
+
+
+def test_every_reference_has_an_expected_activation_list():
+  assert sorted(EXPECTED_ACTIVATIONS) == sorted(search_spaces.REFERENCES)
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_ACTIVATIONS))
+def test_reference_activations_match_the_implementations(name, monkeypatch):
+  """The architecture's activations, and the ones the built model calls, in order."""
+  stem, layers, head = EXPECTED_ACTIVATIONS[name]
+  arch = search_spaces.get_reference(name, resolution=32)
+  assert arch.stem.act == stem
+  assert [row['act'] for row in arch.describe_layers()] == layers
+  assert [a for _, a in arch.head.pre + arch.head.post] == head
+
+  # The Flax model: every activation call (after a BN, or a head dense layer), in order.
+  calls = []
+  for key, fn in list(models.ACTIVATIONS.items()):
+    monkeypatch.setitem(models.ACTIVATIONS, key,
+                        lambda x, key=key, fn=fn: calls.append(key) or fn(x))
+  model = models.build_model(arch, num_classes=10, layer_impl='flax', depthwise_impl='grouped')
+  jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+  # Activated convs per layer: depthwise-separable 2 (dw, pw); inverted residual 2 (expansion,
+  # dw; the projection is linear), 1 without an expansion conv; regular conv 1.
+  per_layer = [2 if r['type'] == 'ds' or (r['type'] == 'ir' and r['expanded'] != r['cin'])
+               else 1 for r in arch.describe_layers()]
+  want = [stem] + [a for a, n in zip(layers, per_layer) for _ in range(n)] + head
+  assert calls == want
