@@ -75,3 +75,21 @@ def test_hypervolume_2d_matches_grid_count():
   grid = np.stack(np.meshgrid(np.arange(10) + 0.5, np.arange(10) + 0.5), -1).reshape(-1, 2)
   covered = np.any(np.all(grid[:, None] <= p[None], -1), -1)
   assert pareto.hypervolume_2d(p, [0, 0]) == covered.sum()
+
+
+def test_the_controllers_jax_version_agrees():
+  jnp = pytest.importorskip('jax.numpy')
+  from mnas.controllers import evolution
+  rng = np.random.default_rng(0)
+  for trial in range(6):
+    n = int(rng.integers(1, 30))  # Integer points have ties; normal ones do not.
+    f = (rng.integers(0, 5, (n, 2)) if trial % 2 else rng.normal(size=(n, 3))).astype(np.float32)
+    rank = np.asarray(evolution.nondominated_ranks(jnp.asarray(f), jnp.ones(n, bool)))
+    np.testing.assert_array_equal(rank, pareto.ranks(f))
+    crowd = np.asarray(evolution.crowding_distance(jnp.asarray(f), jnp.asarray(rank)))
+    for front in pareto.fronts(f):
+      np.testing.assert_allclose(crowd[front], pareto.crowding_distance(f[front]), rtol=1e-5)
+  # Invalid rows neither dominate nor get a front.
+  rank = evolution.nondominated_ranks(jnp.array([[9., 9], [1, 1], [0, 0]]),
+                                      jnp.array([False, True, True]))
+  np.testing.assert_array_equal(rank, [3, 0, 1])
