@@ -33,7 +33,8 @@ class Controller(Protocol):
   def update(self, state: State, indices, active,
              rewards) -> tuple[State, dict[str, float]]:
     """Learns from n evaluated samples: indices [n, D], active [n, D] bool,
-    rewards [n]. Returns the new state and scalar metrics."""
+    rewards [n] (or objectives [n, M] for a multi-objective controller, e.g.
+    Evolution(selection='nsga2')). Returns the new state and scalar metrics."""
 
   def probabilities(self, state: State) -> list[np.ndarray]:
     """Per decision, the current option probabilities [num_options[d]]."""
@@ -44,9 +45,13 @@ class BatchUpdate:
   the batch as arrays (`as_batch`) and returns (state, metrics as arrays)."""
 
   def update(self, state: State, indices, active, rewards) -> tuple[State, dict[str, float]]:
-    batch = as_batch(indices, active, rewards, len(self.num_options))
+    batch = as_batch(indices, active, rewards, len(self.num_options), self._objectives())
     state, metrics = self._update(state, *batch)
     return state, to_floats(metrics)
+
+  def _objectives(self) -> int | None:
+    """None when update takes one reward per sample [n], M when it takes M objectives [n, M]."""
+    return None
 
 
 def check_num_options(num_options: Sequence[int]) -> tuple[int, ...]:
@@ -92,15 +97,20 @@ def ema_baseline(baseline, num_updates, rewards, momentum):
   return jnp.where(num_updates == 0, mean, ema)
 
 
-def as_batch(indices, active, rewards, d: int):
-  """Converts an update's inputs to int32 [n, D], bool [n, D], float32 [n]."""
+def as_batch(indices, active, rewards, d: int, objectives: int | None = None):
+  """Converts an update's inputs to int32 [n, D], bool [n, D], float32 [n].
+
+  With `objectives` = M (a multi-objective controller), rewards are float32 [n, M].
+  """
   indices = jnp.asarray(indices, jnp.int32)
   active = jnp.asarray(active, bool)
   rewards = jnp.asarray(rewards, jnp.float32)
-  n = rewards.shape[0]
-  if indices.shape != (n, d) or active.shape != (n, d) or rewards.ndim != 1:
+  n = rewards.shape[0] if rewards.ndim else -1
+  shape = (n,) if objectives is None else (n, objectives)
+  if indices.shape != (n, d) or active.shape != (n, d) or rewards.shape != shape:
+    expected = '[n]' if objectives is None else f'[n, {objectives}]'
     raise ValueError(f'expected indices and active of shape [n, {d}] and '
-                     f'rewards [n]; got {indices.shape}, {active.shape}, '
+                     f'rewards {expected}; got {indices.shape}, {active.shape}, '
                      f'{rewards.shape}.')
   return indices, active, rewards
 

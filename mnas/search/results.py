@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from mnas import jsonfile
+from mnas import jsonfile, pareto
 from mnas.search.store import Store
 
 
@@ -33,13 +33,10 @@ def distinct(rows: list[dict]) -> list[dict]:
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
-  """Rows not dominated in (higher accuracy, lower latency)."""
-  front, best_acc = [], -np.inf
-  for r in sorted(rows, key=lambda r: (r['latency_ms'], -r['accuracy'])):
-    if r['accuracy'] > best_acc:
-      front.append(r)
-      best_acc = r['accuracy']
-  return front
+  """Rows not dominated in (higher accuracy, lower latency), one per distinct point, by
+  latency ascending."""
+  points = np.array([(r['accuracy'], -r['latency_ms']) for r in rows], float).reshape(-1, 2)
+  return [rows[i] for i in pareto.front(points)]
 
 
 def pareto_plot(rows: list[dict], front: list[dict], path: str | None = None):
