@@ -27,7 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.max_seconds = 0.0  # Stop after the step that passes this wall time (resumable); 0: off.
   c.reward = ml_collections.ConfigDict()
   # mnas.rewards.KINDS: 'mnasnet_soft' (alpha = beta = -0.07), 'mnasnet_hard' (0, -1),
-  # 'v3_small' (w = -0.15), 'tunas_abs' (beta = -0.1), 'tunas_mnas', 'tunas_mnas_hard'.
+  # 'v3_small' (w = -0.15), 'tunas_abs' (beta = -0.1), 'tunas_mnas', 'tunas_mnas_hard';
+  # 'pareto': no target, a whole accuracy-latency front in one search (controller 'evolution'
+  # with controller_kwargs.evolution.selection = 'nsga2'; the recorded reward is the accuracy).
   c.reward.kind = 'mnasnet_soft'
   c.reward.target_ms = 1.0  # T: milliseconds of the chosen latency table.
   c.reward.params = {}  # Overrides: {'alpha': ..., 'beta': ...}.

@@ -78,6 +78,23 @@ def tunas_abs(quality, cost, target, beta=TUNAS_BETA):
   return quality + beta * abs(cost / target - 1.0)
 
 
+def pareto(accuracy, latency_ms, target_ms):
+  """The recorded reward of a multi-objective search ('pareto'): the accuracy.
+
+  Its controller (`Evolution(selection='nsga2')`) learns from the objectives
+  (accuracy, -latency) (`objectives`), not from this number, and keeps a Pareto front
+  instead of a target: `target_ms` is not used.
+  """
+  del latency_ms, target_ms
+  return accuracy
+
+
+def objectives(accuracy, latency_ms):
+  """[..., 2] objectives of a multi-objective search, both maximised: accuracy, -latency."""
+  xp = _xp(accuracy, latency_ms)
+  return xp.stack([xp.asarray(accuracy, dtype=float), -xp.asarray(latency_ms, dtype=float)], -1)
+
+
 # kind -> (function, default parameters). Every parameter is overridable.
 _KINDS = {
     'mnasnet': (mnasnet, MNASNET_SOFT),
@@ -87,6 +104,7 @@ _KINDS = {
     'tunas_abs': (tunas_abs, dict(beta=TUNAS_BETA)),
     'tunas_mnas': (tunas_mnas, dict(beta=TUNAS_BETA)),
     'tunas_mnas_hard': (tunas_mnas_hard, dict(beta=TUNAS_BETA)),
+    'pareto': (pareto, {}),
 }
 KINDS = tuple(_KINDS)
 
@@ -98,7 +116,8 @@ def make_reward(kind: str, target_ms: float,
   Args:
     kind: one of KINDS. 'mnasnet' / 'mnasnet_soft': Eq. 2 with
       alpha = beta = -0.07; 'mnasnet_hard': alpha = 0, beta = -1;
-      'v3_small': alpha = beta = -0.15; 'tunas_*': TuNAS rewards, beta = -0.10.
+      'v3_small': alpha = beta = -0.15; 'tunas_*': TuNAS rewards, beta = -0.10;
+      'pareto': a multi-objective search (see `pareto`).
     target_ms: latency target T (T0 in TuNAS), > 0.
     **params: overrides of the kind's parameters ('alpha', 'beta' for the
       MnasNet kinds; 'beta' for the TuNAS kinds).

@@ -159,3 +159,33 @@ def test_bad_benchmark_proxy_config_is_refused_before_work(tmp_path, change, mes
   with pytest.raises(UserError, match=message):
     run(config, str(tmp_path / 'w'), predictor=MacsPredictor())
   assert not os.path.exists(tmp_path / 'w' / 'results.sqlite')
+
+
+@needs_file
+def test_pareto_search_returns_a_front(tmp_path, table):
+  from conftest import MacsPredictor
+  from mnas.search import results, run
+  from mnas.search.store import Store
+  config = _search_config()
+  config.controller, config.reward.kind = 'evolution', 'pareto'
+  config.controller_kwargs.evolution.update(selection='nsga2', population_size=4)
+  run(config, str(tmp_path), predictor=MacsPredictor(num_classes=10))
+  store = Store(str(tmp_path / 'results.sqlite'))
+  rows = results.distinct(store.finished())
+  store.close()
+  assert all(r['reward'] == r['accuracy'] for r in rows)  # The recorded reward: accuracy.
+  assert len(results.pareto_front(rows)) >= 2
+
+
+@pytest.mark.parametrize('controller, kind, selection', [
+    ('evolution', 'mnasnet_soft', 'nsga2'), ('evolution', 'pareto', 'aging'),
+    ('mnasnet', 'pareto', 'aging')])
+def test_pareto_needs_a_multi_objective_controller(tmp_path, controller, kind, selection):
+  from mnas.errors import ConfigError
+  from mnas.search import multi_trial
+  config = _search_config()
+  config.controller, config.reward.kind = controller, kind
+  config.controller_kwargs.evolution.selection = selection
+  config.proxy.kind = 'train'  # Not read with train=False: the file is not needed.
+  with pytest.raises(ConfigError, match="multi-objective search is reward.kind='pareto'"):
+    multi_trial.check_config(config, latency=False, train=False)

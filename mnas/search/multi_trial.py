@@ -35,7 +35,7 @@ from mnas import checkpoints, config as config_lib, distributed, nasbench, rewar
 from mnas import controllers
 from mnas.controllers import make_controller
 from mnas.search import candidate_parallel, checks, results
-from mnas.errors import DataError
+from mnas.errors import ConfigError, DataError
 from mnas.search.evaluation import Candidate, CandidatesFailedError, Evaluator, Proxy
 from mnas.search.store import Store
 from mnas.search.summaries import SearchWriter
@@ -55,8 +55,18 @@ def check_config(config, *, latency: bool = True, train: bool = True) -> None:
   `latency` / `train`: check those blocks too (not when a predictor / proxy is given)."""
   nasbench.check_proxy(config)
   checks.check(config, RULES, latency=latency, train=train and config.proxy.kind == 'train')
-  make_controller(config.controller, search_spaces.get_space(config.space).num_options,
-                  **controller_kwargs(config))
+  controller = make_controller(config.controller,
+                               search_spaces.get_space(config.space).num_options,
+                               **controller_kwargs(config))
+  multi = getattr(controller, 'selection', None) == 'nsga2'
+  pareto = config.reward.kind == 'pareto'
+  if multi != pareto and config.controller != 'random':
+    which = (f'config.reward.kind={config.reward.kind!r}' if multi else
+             f"config.reward.kind='pareto' with controller {config.controller!r}")
+    raise ConfigError(
+        f'{which} is not allowed: a multi-objective search is reward.kind=\'pareto\' with '
+        "controller 'evolution' and controller_kwargs.evolution.selection='nsga2' (or "
+        "'random'); the other controllers learn from one reward")
 
 
 def controller_kwargs(config) -> dict:
@@ -85,6 +95,16 @@ def decode(space, config, indices) -> search_spaces.Architecture:
   """The architecture of decision `indices`, at `config.resolution` when that is set."""
   arch = space.decode(np.asarray(indices))
   return arch.replace(resolution=config.resolution) if config.resolution else arch
+
+
+def feedback(config, cands: list[Candidate]) -> np.ndarray:
+  """What the controller learns from: the rewards [n], or with reward.kind 'pareto' the
+  objectives [n, 2] (accuracy, -latency; a failed candidate's accuracy is failure_reward)."""
+  if config.reward.kind != 'pareto':
+    return np.array([c.reward for c in cands], np.float32)
+  acc = [c.accuracy if c.ok else config.failure_reward for c in cands]
+  return np.asarray(rewards.objectives(np.array(acc), np.array([c.latency_ms for c in cands])),
+                    np.float32)
 
 
 def stop_if_all_failed(step: int, cands: list[Candidate]) -> None:
@@ -153,8 +173,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
                      c.reward, c.reason or '')
       stop_if_all_failed(step, cands)
       active = np.stack([space.active(i) for i in idx])
-      state, metrics = controller.update(state, idx, active,
-                                         np.array([c.reward for c in cands], np.float32))
+      state, metrics = controller.update(state, idx, active, feedback(config, cands))
       end = step + 1
       writer.write_step(end, cands, metrics, controller.probabilities(state), store,
                         seconds=time.time() - t0)
