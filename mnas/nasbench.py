@@ -28,6 +28,7 @@ import numpy as np
 
 from mnas import config as config_lib
 from mnas.errors import ConfigError, DataError
+from mnas.space import parse as parse_arch
 
 MACRO_URL = 'https://github.com/xiusu/NAS-Bench-Macro (data/nas-bench-macro_cifar10.json)'
 MACRO_LAYERS = 8
@@ -150,3 +151,34 @@ def predicted_latency(table: Table, predictor) -> np.ndarray:
   space = search_spaces.get_space('nas_bench_macro')
   return np.asarray(predictor.predict_batch([space.decode(i) for i in table.indices]),
                     np.float64)
+
+
+def ground_truth(config, workdir: str, rows: list[dict]) -> dict:
+  """What a search on the benchmark found, against the exact optimum of its own reward over
+  every architecture (the seeds' mean accuracy; latency from the search's table), and, for a
+  multi-objective search, its front's hypervolume against the exact front's. Printed."""
+  import search_spaces
+  from mnas import latency, pareto, rewards
+  table, space = load_macro(config.proxy.path), search_spaces.get_space('nas_bench_macro')
+  lat_table = latency.load_or_build(config.latency, space, os.path.join(workdir, 'latency'),
+                                    progress=False)
+  ms = predicted_latency(table, latency.Predictor(lat_table))
+  acc = table.mean_accuracy
+  reward = np.asarray(rewards.from_config(config.reward)(acc, ms), np.float64)
+  found = np.array(sorted({table.row(space.encode(parse_arch(r['arch']))) for r in rows}))
+  best, mine = int(np.argmax(reward)), int(found[np.argmax(reward[found])])
+  out = dict(optimum=float(reward[best]), optimum_key=table.keys[best], found=float(reward[mine]),
+             found_key=table.keys[mine], regret=float(reward[best] - reward[mine]),
+             rank=len(np.unique(reward[reward > reward[mine]])) + 1)
+  print(f'\nNAS-Bench-Macro ground truth ({config.reward.kind} reward, mean of the seeds): '
+        f'optimum {out["optimum"]:.4f} (key {out["optimum_key"]}); the best found '
+        f'{out["found"]:.4f} (key {out["found_key"]}), regret {out["regret"]:.4f}, '
+        f'rank {out["rank"]} of the {len(np.unique(reward))} distinct rewards')
+  if config.reward.kind == 'pareto':
+    points = np.stack([acc, -ms], 1)
+    ref = points.min(0)
+    out['hypervolume_ratio'] = (pareto.hypervolume_2d(points[found], ref)
+                                / pareto.hypervolume_2d(points, ref))
+    print(f'front hypervolume: {out["hypervolume_ratio"]:.4f} of the exact front\'s (reference: '
+          'the lowest accuracy and the highest latency of the benchmark)')
+  return out

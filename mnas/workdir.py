@@ -160,3 +160,9 @@ def read_kind(workdir: str) -> str:
                     'search` (or train) into it first')
   return jsonfile.read(path)['kind']
 
+
+
+def read_config(workdir: str):
+  """The config `workdir` was made with, as an ml_collections ConfigDict."""
+  import ml_collections
+  return ml_collections.ConfigDict(jsonfile.read(os.path.join(workdir, RECORD))['config'])

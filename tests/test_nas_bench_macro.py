@@ -24,6 +24,8 @@ needs_file = pytest.mark.skipif(not os.path.isfile(FILE),
                                        f'{nasbench.MACRO_URL}')
 SPACE = search_spaces.get_space('nas_bench_macro')
 PARAMS_10120012, FLOPS_10120012 = 1881802, 49844736  # Copied from the benchmark's file.
+LATENCY_TABLE = os.path.join(os.path.dirname(__file__), '..', 'benchmarks', 'tables',
+                             'latency_xla-cpu_nas_bench_macro_r32_w1.json')
 
 
 @pytest.fixture(scope='module')
@@ -139,6 +141,23 @@ def test_search_with_the_benchmark_as_proxy(tmp_path, table, accuracy):
       assert r['accuracy'] in values
   again = run(config, str(tmp_path), predictor=MacsPredictor())  # Finished: nothing to do.
   assert again['best'] == summary['best']
+
+
+@needs_file
+def test_report_gives_the_exact_optimum_and_the_regret(tmp_path, table, capsys):
+  from mnas import latency, rewards
+  from mnas.search import report, run
+  config = _search_config()
+  config.latency.table = LATENCY_TABLE
+  run(config, str(tmp_path))
+  truth = report(str(tmp_path))['ground_truth']
+  ms = nasbench.predicted_latency(table, latency.Predictor(latency.LatencyTable.load(
+      LATENCY_TABLE)))
+  reward = rewards.mnasnet(table.mean_accuracy, ms, config.reward.target_ms)
+  assert truth['optimum'] == pytest.approx(reward.max())  # Brute force over all 6,561.
+  assert truth['regret'] == pytest.approx(reward.max() - reward[table.row(
+      nas_bench_macro.indices(truth['found_key']))])
+  assert 'regret' in capsys.readouterr().out
 
 
 @pytest.mark.parametrize('change, message', [

@@ -60,7 +60,12 @@ def report(workdir: str) -> dict:
   kind = workdir_lib.read_kind(workdir)
   if kind == 'multi_trial':
     from mnas.search import results
-    return results.report(workdir)
+    out = results.report(workdir)
+    config = workdir_lib.read_config(workdir)
+    if config.proxy.kind != 'train':  # A benchmark: the exact optimum is known.
+      from mnas import nasbench
+      out['ground_truth'] = nasbench.ground_truth(config, workdir, results.finished(workdir)[0])
+    return out
   if kind not in METHODS:
     raise ConfigError(f'{workdir} holds a {kind} run, not a search: `report` reports searches')
   return _module(kind).report(workdir)

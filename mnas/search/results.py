@@ -72,15 +72,20 @@ def best_arch_json(row: dict) -> dict:
           'macs': row['macs']}
 
 
+def finished(workdir: str) -> tuple[list[dict], int]:
+  """The distinct architectures a multi-trial search evaluated (one row each) and its number
+  of failed rows."""
+  store = Store.open_existing(os.path.join(workdir, 'results.sqlite'))
+  try:
+    return distinct(store.finished()), store.count('failed')
+  finally:
+    store.close()
+
+
 def report(workdir: str, top: int = 10) -> dict:
   """Prints the Pareto front and top candidates of a multi-trial search; writes pareto.png and
   best_arch.json; returns the best architecture's summary ({} when none finished)."""
-  store = Store.open_existing(os.path.join(workdir, 'results.sqlite'))
-  try:
-    rows = distinct(store.finished())
-    failed = store.count('failed')
-  finally:
-    store.close()
+  rows, failed = finished(workdir)
   front = pareto_front(rows)
   best = best_rows(rows, top)
   header = f'{"reward":>8} {"acc":>6} {"lat_ms":>7} {"params":>9} {"MACs(M)":>8}  architecture'
