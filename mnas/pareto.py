@@ -74,7 +74,7 @@ def front(points) -> np.ndarray:
   """Indices of the non-dominated points, one per distinct point (the first), sorted by
   the first objective ascending (hence the second descending, on a 2-D front)."""
   p = _points(points)
-  idx = np.flatnonzero(ranks(p) == 0)
+  idx = np.flatnonzero(~np.any(dominates(p), axis=0))
   _, first = np.unique(p[idx], axis=0, return_index=True)
   idx = idx[np.sort(first)]
   return idx[np.argsort(p[idx, 0], kind='stable')]

@@ -1,4 +1,9 @@
-"""mnas/pareto.py on hand-computed cases (every objective maximised)."""
+"""mnas/pareto.py on hand-computed cases (every objective maximised); the controllers' jnp
+version agrees with it; benchmarks/pareto_search.py runs."""
+
+import importlib.util
+import json
+import os
 
 import numpy as np
 import pytest
@@ -78,18 +83,44 @@ def test_hypervolume_2d_matches_grid_count():
 
 
 def test_the_controllers_jax_version_agrees():
-  jnp = pytest.importorskip('jax.numpy')
+  jax = pytest.importorskip('jax')
+  jnp = jax.numpy
   from mnas.controllers import evolution
+  ranks = jax.jit(evolution.nondominated_ranks)
+  crowding = jax.jit(evolution.crowding_distance)
   rng = np.random.default_rng(0)
-  for trial in range(6):
-    n = int(rng.integers(1, 30))  # Integer points have ties; normal ones do not.
-    f = (rng.integers(0, 5, (n, 2)) if trial % 2 else rng.normal(size=(n, 3))).astype(np.float32)
-    rank = np.asarray(evolution.nondominated_ranks(jnp.asarray(f), jnp.ones(n, bool)))
+  for trial in range(6):  # Integer points have ties; normal ones do not.
+    f = (rng.integers(0, 5, (25, 2)) if trial % 2 else rng.normal(size=(25, 3))).astype(np.float32)
+    rank = np.asarray(ranks(jnp.asarray(f), jnp.ones(len(f), bool)))
     np.testing.assert_array_equal(rank, pareto.ranks(f))
-    crowd = np.asarray(evolution.crowding_distance(jnp.asarray(f), jnp.asarray(rank)))
+    crowd = np.asarray(crowding(jnp.asarray(f), jnp.asarray(rank)))
     for front in pareto.fronts(f):
       np.testing.assert_allclose(crowd[front], pareto.crowding_distance(f[front]), rtol=1e-5)
   # Invalid rows neither dominate nor get a front.
   rank = evolution.nondominated_ranks(jnp.array([[9., 9], [1, 1], [0, 0]]),
                                       jnp.array([False, True, True]))
   np.testing.assert_array_equal(rank, [3, 0, 1])
+
+
+MACRO = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'benchmarks',
+                     'nas-bench-macro', 'nas-bench-macro_cifar10.json')
+
+
+@pytest.mark.skipif(not os.path.isfile(MACRO), reason=f'NAS-Bench-Macro file absent ({MACRO})')
+def test_pareto_search_benchmark_runs(tmp_path):
+  spec = importlib.util.spec_from_file_location(
+      'pareto_search', os.path.join(os.path.dirname(__file__), '..', 'benchmarks',
+                                    'pareto_search.py'))
+  bench_lib = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench_lib)
+  table = bench_lib.nasbench.load_macro(MACRO)
+  bench = bench_lib.Bench(table, bench_lib.latency_ms(table, None))
+  everything = np.arange(len(bench.acc))[None, None]
+  assert bench.hv_ratio(everything, len(bench.acc)) == pytest.approx([1.0])
+  bench_lib.main(['--nas_bench_macro', MACRO, '--seeds', '3', '--budgets', '12,24',
+                  '--targets', '2', '--rewards', 'hard', '--workdir', str(tmp_path)])
+  out = json.loads((tmp_path / 'results.json').read_text())
+  assert set(out['hv_ratio']['24']) == {'nsga2', 'random', '2x evolution_hard',
+                                        '2x reinforce_hard'}
+  assert 0 < out['hv_ratio']['24']['nsga2']['median'] <= 1
+  assert (tmp_path / 'pareto_search.png').exists()

@@ -23,7 +23,8 @@ in the population or earlier in the batch (equal on its active decisions) not
 entering twice (like pymoo's duplicate elimination); a parent is the winner
 of a binary tournament on (rank, crowding) (tournament_size is not used);
 children are one-decision mutants as above (no crossover). Until P distinct
-architectures were seen, samples are uniform. The batch size of update() is
+architectures were seen, samples are uniform (throughout, in a space of fewer
+than P architectures). The batch size of update() is
 the number of children per generation (Deb et al.: P; 1 is steady-state).
 Ranks come from O(P^2) domination counts, all in jnp (jittable, vmappable);
 mnas/pareto.py is the numpy reference.
