@@ -5,8 +5,8 @@ r"""A whole Pareto front (accuracy vs latency) in one search, on NAS-Bench-Macro
   python benchmarks/pareto_search.py --nas_bench_macro PATH --tune   # the grid below
 
 Every one of the 6,561 architectures of NAS-Bench-Macro has a known accuracy (mean of its 3
-seeds) and a latency (`latency_ms`, a STAND-IN until mnas's measured table of this space
-replaces its body). The exact Pareto front of the 6,561 is known, so a search is scored by
+seeds) and a latency (`latency_ms`: predicted from mnas's table of this space measured on
+xla-cpu, or `--latency_table` benchmarks/tables/latency_litert-cpu_...). The exact Pareto front of the 6,561 is known, so a search is scored by
 the hypervolume (HV) of the front of everything it sampled (true mean accuracies), divided
 by the HV of the exact front, against the fixed reference point (accuracy of the worst
 architecture, latency of the slowest one): 1.0 means it found the exact front. Methods, each
@@ -31,14 +31,14 @@ writes workdir/results.json and workdir/pareto_search.png (the fronts of the fir
 the largest budget against the exact front; median HV ratio vs samples, with quartiles).
 
 Hyperparameters (CHOSEN) were picked with --tune on seeds 1000-1099, disjoint from the
-reported seeds 0-99, by the mean HV ratio averaged over the budgets 50, 100 and 200
-(stand-in latency; rerun --tune when the latency changes). Batch = samples per update.
-  nsga2: population 4-32 x batch 1, 4, 8: population 6, batch 1 (0.9626; populations 4-8
-    all within 0.006 of it, 16: 0.940-0.942, 32: 0.926-0.929);
+reported seeds 0-99, by the mean HV ratio averaged over the budgets 50, 100 and 200, with
+the shipped xla-cpu table (rerun --tune for another table). Batch = samples per update.
+  nsga2: population 4-32 x batch 1, 4, 8: population 8, batch 1 (0.9676; populations 4-8
+    all within 0.009 of it, 16: 0.951-0.953, 32: 0.942-0.946);
   K x evolution: (population, tournament) (4, 2) .. (40, 10): (40, 10) for both rewards
-    (soft 0.8877 .. 0.9026, hard 0.8924 .. 0.9030, rising towards near-uniform sampling:
+    (soft 0.9106 .. 0.9262, hard 0.9172 .. 0.9271, rising towards near-uniform sampling:
     budget / K is 12-50 samples per target);
-  K x reinforce: learning rate 0.03-1.0: 0.1 for both (soft 0.9026, hard 0.9259).
+  K x reinforce: learning rate 0.03-1.0: soft 0.03 (0.9253; 0.1: 0.9236), hard 0.1 (0.9426).
 """
 
 from __future__ import annotations
@@ -58,10 +58,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mnas import controllers, nasbench, pareto, rewards  # noqa: E402
 
 CHOSEN = {  # --tune on seeds 1000-1099 (see the module docstring).
-    'nsga2': dict(population_size=6, batch=1),
+    'nsga2': dict(population_size=8, batch=1),
     'evolution_soft': dict(population_size=40, tournament_size=10, batch=1),
     'evolution_hard': dict(population_size=40, tournament_size=10, batch=1),
-    'reinforce_soft': dict(learning_rate=0.1, batch=1),
+    'reinforce_soft': dict(learning_rate=0.03, batch=1),
     'reinforce_hard': dict(learning_rate=0.1, batch=1),
 }
 GRID = {
@@ -72,17 +72,15 @@ GRID = {
 }
 REWARDS = {'soft': dict(alpha=-0.07, beta=-0.07), 'hard': dict(alpha=0.0, beta=-1.0)}
 TUNE_SEED_OFFSET = 1000
-LATENCY = 'STAND-IN: 1 ms + FLOPs / 1e7, not a measurement'  # What latency_ms returns.
+TABLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tables')
+LATENCY_TABLE = os.path.join(TABLES, 'latency_xla-cpu_nas_bench_macro_r32_w1.json')
 
 
 def latency_ms(table: nasbench.Table, args) -> np.ndarray:
-  """Latency of each of the 6,561 architectures (rows of `table`), ms, float [6561].
-
-  STAND-IN (LATENCY): 1 ms + FLOPs / 1e7, monotone in FLOPs, a placeholder. To be replaced
-  by mnas's measured latency table of the nas_bench_macro space (and LATENCY updated).
-  """
-  del args
-  return 1.0 + table.flops.astype(np.float64) / 1e7
+  """Latency of each of the 6,561 architectures (rows of `table`), ms, float [6561]: mnas's
+  measured table of the space (`--latency_table`; by default the xla-cpu one shipped in
+  benchmarks/tables/) through its predictor."""
+  return nasbench.latency_from_table(table, args.latency_table)
 
 
 class Bench:
@@ -203,7 +201,7 @@ def plot(bench: Bench, rows: dict, curves: dict, budget: int, path: str):
     ax.step(bench.lat[front], bench.acc[front], where='post', marker=m, ms=4, lw=0.8,
             label=method)
   ax.set_ylim(np.percentile(bench.acc, 5), bench.acc.max() + 0.003)
-  ax.set_xlabel('latency (ms, stand-in)')
+  ax.set_xlabel('predicted latency (ms)')
   ax.set_ylabel('CIFAR-10 accuracy (mean of 3 seeds)')
   ax.set_title(f'fronts found by seed 0, {budget} samples')
   ax.legend(fontsize=8, loc='lower right')
@@ -223,6 +221,8 @@ def plot(bench: Bench, rows: dict, curves: dict, budget: int, path: str):
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   ap.add_argument('--nas_bench_macro', required=True, help='nas-bench-macro_cifar10.json')
+  ap.add_argument('--latency_table', default=LATENCY_TABLE,
+                  help='latency table of the space (benchmarks/tables/: xla-cpu, litert-cpu)')
   ap.add_argument('--seeds', type=int, default=100)
   ap.add_argument('--budgets', default='50,100,200')
   ap.add_argument('--targets', type=int, default=4, help='K single-target searches')
@@ -235,7 +235,7 @@ def main(argv=None):
   start = time.time()
   table = nasbench.load_macro(args.nas_bench_macro)
   bench = Bench(table, latency_ms(table, args))
-  print(f'latency: {LATENCY}')
+  print(f'latency: {args.latency_table}')
   print(f'reference point: accuracy {bench.reference[0]:.4f}, latency {-bench.reference[1]:.3f} '
         f'ms; exact front: {len(bench.exact_front)} of {len(bench.acc)} architectures, '
         f'HV {bench.exact_hv:.5f}')
@@ -272,7 +272,7 @@ def main(argv=None):
        os.path.join(args.workdir, 'pareto_search.png'))
   wall = time.time() - start
   out = {
-      'latency': LATENCY, 'nas_bench_macro': args.nas_bench_macro,
+      'latency': args.latency_table, 'nas_bench_macro': args.nas_bench_macro,
       'reference_point': {'accuracy': bench.reference[0], 'latency_ms': -bench.reference[1]},
       'exact_front_size': len(bench.exact_front), 'exact_hv': bench.exact_hv,
       'seeds': [int(seeds[0]), int(seeds[-1])], 'targets': args.targets,

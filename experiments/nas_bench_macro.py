@@ -2,6 +2,7 @@ r"""A search judged against ground truth: NAS-Bench-Macro's table as the proxy t
 
   python launch.py search --config experiments/nas_bench_macro.py --workdir /tmp/mnas_macro \
       --config.proxy.path=/path/to/nas-bench-macro_cifar10.json
+  python launch.py search --config experiments/nas_bench_macro.py:pareto ...   # a whole front
 
 The real search (store, resume, latency table, TensorBoard, report) on the `nas_bench_macro`
 space, each candidate's CIFAR-10 accuracy looked up in the benchmark's file instead of trained
@@ -17,7 +18,9 @@ import ml_collections
 from experiments import search_common
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
+  """'' : MnasNet's controller and soft reward; 'pareto': a whole accuracy-latency front in one
+  search (NSGA-II selection in the evolution controller, benchmarks/pareto_search.py)."""
   c = search_common.base_config()
   c.space = 'nas_bench_macro'
   c.num_classes = 10
@@ -42,4 +45,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.latency.num_classes = 10
   c.latency.scope = 'all'  # 17 entries.
   c.pareto_every_steps = 5
+  if variant == 'pareto':
+    c.controller, c.reward.kind = 'evolution', 'pareto'
+    # Chosen by benchmarks/pareto_search.py --tune (population 4-32 x batch 1-8).
+    c.controller_kwargs.evolution.update(selection='nsga2', population_size=8)
+    c.candidates_per_step = 1
+    c.num_steps = 200
+  elif variant:
+    raise ValueError(f"experiments/nas_bench_macro.py: variant {variant!r}; allowed: '', 'pareto'")
   return c

@@ -182,3 +182,12 @@ def ground_truth(config, workdir: str, rows: list[dict]) -> dict:
     print(f'front hypervolume: {out["hypervolume_ratio"]:.4f} of the exact front\'s (reference: '
           'the lowest accuracy and the highest latency of the benchmark)')
   return out
+
+
+def latency_from_table(table: Table, path: str) -> np.ndarray:
+  """Every row's latency in ms, predicted from the latency table file at `path` (a table of
+  the nas_bench_macro space at 32x32 with a 10-class head, e.g. benchmarks/tables/)."""
+  from mnas import latency
+  lat_table = latency.LatencyTable.load(path, expect=dict(space='nas_bench_macro', resolution=32,
+                                                          num_classes=10))
+  return predicted_latency(table, latency.Predictor(lat_table))
