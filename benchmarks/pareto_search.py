@@ -5,10 +5,9 @@ r"""A whole Pareto front (accuracy vs latency) in one search, on NAS-Bench-Macro
   python benchmarks/pareto_search.py --nas_bench_macro PATH --tune   # the grid below
 
 Every one of the 6,561 architectures of NAS-Bench-Macro has a known accuracy (mean of its 3
-seeds) and a latency (`latency_ms`: predicted from mnas's table of this space measured on
-xla-cpu, or `--latency_table` benchmarks/tables/latency_litert-cpu_...). The exact Pareto
-front of the 6,561 is known, so a search is scored by
-the hypervolume (HV) of the front of everything it sampled (true mean accuracies), divided
+seeds) and a latency (predicted from mnas's table of this space measured on xla-cpu, or
+`--latency_table` benchmarks/tables/latency_litert-cpu_...). The exact Pareto front of the
+6,561 is known, so a search is scored by the hypervolume (HV) of the front of everything it sampled (true mean accuracies), divided
 by the HV of the exact front, against the fixed reference point (accuracy of the worst
 architecture, latency of the slowest one): 1.0 means it found the exact front. Methods, each
 given the same number of samples (repeats count):
@@ -75,13 +74,6 @@ REWARDS = {'soft': dict(alpha=-0.07, beta=-0.07), 'hard': dict(alpha=0.0, beta=-
 TUNE_SEED_OFFSET = 1000
 TABLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tables')
 LATENCY_TABLE = os.path.join(TABLES, 'latency_xla-cpu_nas_bench_macro_r32_w1.json')
-
-
-def latency_ms(table: nasbench.Table, args) -> np.ndarray:
-  """Latency of each of the 6,561 architectures (rows of `table`), ms, float [6561]: mnas's
-  measured table of the space (`--latency_table`; by default the xla-cpu one shipped in
-  benchmarks/tables/) through its predictor."""
-  return nasbench.latency_from_table(table, args.latency_table)
 
 
 class Bench:
@@ -235,7 +227,7 @@ def main(argv=None):
   budgets = sorted(int(b) for b in args.budgets.split(','))
   start = time.time()
   table = nasbench.load_macro(args.nas_bench_macro)
-  bench = Bench(table, latency_ms(table, args))
+  bench = Bench(table, nasbench.latency_from_table(table, args.latency_table))
   print(f'latency: {args.latency_table}')
   print(f'reference point: accuracy {bench.reference[0]:.4f}, latency {-bench.reference[1]:.3f} '
         f'ms; exact front: {len(bench.exact_front)} of {len(bench.acc)} architectures, '

@@ -114,7 +114,8 @@ def test_pareto_search_benchmark_runs(tmp_path):
   bench_lib = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(bench_lib)
   table = bench_lib.nasbench.load_macro(MACRO)
-  bench = bench_lib.Bench(table, bench_lib.latency_ms(table, None))
+  bench = bench_lib.Bench(
+      table, bench_lib.nasbench.latency_from_table(table, bench_lib.LATENCY_TABLE))
   everything = np.arange(len(bench.acc))[None, None]
   assert bench.hv_ratio(everything, len(bench.acc)) == pytest.approx([1.0])
   bench_lib.main(['--nas_bench_macro', MACRO, '--seeds', '3', '--budgets', '12,24',
