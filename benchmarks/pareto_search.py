@@ -7,10 +7,10 @@ r"""A whole Pareto front (accuracy vs latency) in one search, on NAS-Bench-Macro
 Every one of the 6,561 architectures of NAS-Bench-Macro has a known accuracy (mean of its 3
 seeds) and a latency (predicted from mnas's table of this space measured on xla-cpu, or
 `--latency_table` benchmarks/tables/latency_litert-cpu_...). The exact Pareto front of the
-6,561 is known, so a search is scored by the hypervolume (HV) of the front of everything it sampled (true mean accuracies), divided
-by the HV of the exact front, against the fixed reference point (accuracy of the worst
-architecture, latency of the slowest one): 1.0 means it found the exact front. Methods, each
-given the same number of samples (repeats count):
+6,561 is known, so a search is scored by the hypervolume (HV) of the front of everything it
+sampled (true mean accuracies), divided by the HV of the exact front, against the fixed
+reference point (accuracy of the worst architecture, latency of the slowest one): 1.0 means
+it found the exact front. Methods, each given the same number of samples (repeats count):
 
   nsga2          Evolution(selection='nsga2'): objectives (accuracy, -latency), one search;
   random         uniform sampling;

@@ -36,16 +36,20 @@ Each (controller, reward) is one compiled call: `jax.vmap` over the search seeds
 `jax.lax.scan` over the controller's sample/update steps. The whole run (100 seeds) takes
 ~220 s on 2 cores, ~40 s of it per reward for the LSTM controller (PPO, 4 epochs a batch).
 
-LATENCY: `latency_ms` below is a STAND-IN (1 ms + 1 ms per 10 MFLOPs of the file's count)
-until mnas's measured latency table of this space replaces it.
+Latency: mnas's own table of this space (`--latency_table`; by default the xla-cpu one
+shipped in benchmarks/tables/, the one experiments/nas_bench_macro.py searches with) through
+its predictor, so every row's latency and every reward's exact optimum are known.
 
-Short-budget hyperparameters (SHORT_BUDGET): the controllers' defaults are the papers',
-meant for thousands of samples. `--tune` runs TUNE_GRID on search seeds 1000-1049 (disjoint
-from the reported seeds 0-99), the mean accuracy seen, and prints per entry the median regret
-at 100 samples over random's exact median regret there (random = 1.0, lower is better),
-averaged over the five rewards, with the mean-regret ratio and the share that found the
-optimum. The choice: the lowest average, ties broken by the mean-regret ratio. Found (latency
-stand-in as below; b = candidates per update):
+Short-budget hyperparameters: the controllers' defaults are the papers', meant for thousands
+of samples; those used here are experiments/nas_bench_macro.py's (each controller's variant:
+candidates per update and controller_kwargs), so that a search launched with it is the one
+judged here. `--tune` runs TUNE_GRID on search seeds 1000-1049 (disjoint from the reported
+seeds 0-99), the mean accuracy seen, and prints per entry the median regret at 100 samples
+over random's exact median regret there (random = 1.0, lower is better), averaged over the
+five rewards, with the mean-regret ratio and the share that found the optimum. The choice:
+the lowest average, ties broken by the mean-regret ratio. Found (before the measured table
+existed, with a FLOPs-based latency, 1 ms + 1 ms per 10 MFLOPs, for the four latency rewards;
+b = candidates per update):
   evolution, b = 1, average median ratio for population P x tournament S:
           S=2   S=3   S=5   S=10
     P=5   0.46  0.39  0.27
@@ -97,6 +101,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments import nas_bench_macro as macro_config  # noqa: E402
 from mnas import controllers, nasbench, rewards  # noqa: E402
 from mnas.errors import UserError  # noqa: E402
 
@@ -111,18 +116,18 @@ LATENCY_KINDS = ('mnasnet_soft', 'tunas_abs')
 CHECK_SIGMAS = 4.0  # Measured random vs its closed form: fail beyond this many std. errors.
 TUNE_SEEDS = tuple(range(1000, 1050))  # Disjoint from the reported seeds (0, 1, ...).
 
-# Short-budget hyperparameters (25-200 proposals): candidates per update (the batch a
-# controller learns from; also the number sampled from one state) and the controller's
-# keyword arguments. Chosen with --tune (see the module docstring).
-SHORT_BUDGET = {
-    'random': dict(candidates_per_step=1, controller_kwargs={}),
-    'evolution': dict(candidates_per_step=1,
-                      controller_kwargs=dict(population_size=10, tournament_size=10)),
-    'reinforce': dict(candidates_per_step=5,
-                      controller_kwargs=dict(learning_rate=0.3, baseline_momentum=0.5)),
-    'mnasnet': dict(candidates_per_step=5,
-                    controller_kwargs=dict(learning_rate=0.003, baseline_momentum=0.5)),
-}
+TABLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tables')
+LATENCY_TABLE = os.path.join(TABLES, 'latency_xla-cpu_nas_bench_macro_r32_w1.json')
+
+
+def short_budget(name: str) -> dict:
+  """Candidates per update and controller kwargs of `name` in experiments/nas_bench_macro.py."""
+  c = macro_config.get_config('' if name == 'mnasnet' else name)
+  return dict(candidates_per_step=c.candidates_per_step,
+              controller_kwargs=c.controller_kwargs[name].to_dict())
+
+
+SHORT_BUDGET = {name: short_budget(name) for name in CONTROLLERS}
 
 # What --tune tries: per controller, a list of SHORT_BUDGET-like entries.
 def _mnasnet(b, **kw):
@@ -147,16 +152,6 @@ TUNE_GRID = {
                   _mnasnet(10, learning_rate=0.01, baseline_momentum=0.5),
                   _mnasnet(5, learning_rate=0.003, baseline_momentum=0.5)],
 }
-
-
-def latency_ms(table: nasbench.Table, args) -> np.ndarray:
-  """Every row's latency in milliseconds [N].
-
-  STAND-IN until mnas's measured latency table of this space: 1 ms + 1 ms per 10 MFLOPs
-  (the file's FLOPs count). To be replaced by the table's lookup.
-  """
-  del args
-  return 1.0 + table.flops.astype(np.float64) / 1e7
 
 
 def reward_settings(table: nasbench.Table, lat: np.ndarray) -> list[dict]:
@@ -527,6 +522,8 @@ def main(argv=None) -> int:
   p.add_argument('--nas_bench_macro', required=True,
                  help='path of NAS-Bench-Macro\'s nas-bench-macro_cifar10.json')
   p.add_argument('--workdir', default='/tmp/mnas_search_quality')
+  p.add_argument('--latency_table', default=LATENCY_TABLE,
+                 help='mnas latency table of the nas_bench_macro space (32x32, 10 classes)')
   p.add_argument('--seeds', type=int, default=100, help='search seeds 0 .. seeds-1')
   p.add_argument('--budgets', default=','.join(map(str, BUDGETS)))
   p.add_argument('--controllers', default=','.join(CONTROLLERS))
@@ -542,11 +539,11 @@ def main(argv=None) -> int:
     p.error(f'controllers must be among {CONTROLLERS} (got {bad}), budgets >= 1, seeds >= 2')
   try:
     table = nasbench.load_macro(args.nas_bench_macro)
+    lat = nasbench.latency_from_table(table, args.latency_table)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  lat = latency_ms(table, args)
-  print(f'NAS-Bench-Macro: {len(table.keys)} architectures; latency STAND-IN (FLOPs-based) '
+  print(f'NAS-Bench-Macro: {len(table.keys)} architectures; latency {args.latency_table} '
         f'{lat.min():.2f}-{lat.max():.2f} ms; targets: '
         + ', '.join(f'p{q} = {np.percentile(lat, q):.3f} ms' for q in TARGET_PERCENTILES)
         + f'; controller sees {"one seed" if args.noise else "the mean"} accuracy', flush=True)
@@ -559,7 +556,7 @@ def main(argv=None) -> int:
   stats = budget_stats(results, budgets, len(seeds))
   print_report(results, stats, budgets)
   meta = dict(args=vars(args), budgets=budgets, seeds=len(seeds), hyperparameters=SHORT_BUDGET,
-              latency='STAND-IN: 1 ms + flops / 1e7', seconds=time.time() - t0)
+              latency=args.latency_table, seconds=time.time() - t0)
   write_outputs(args.workdir, results, stats, meta)
   check_ok, bar_ok, lines = verdicts(stats, results, names)
   for line in lines:

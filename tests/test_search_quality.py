@@ -82,7 +82,7 @@ def test_best_so_far_first_best_seen_wins():
 @pytest.mark.parametrize('noise', [False, True])
 def test_harness_on_synthetic_table(noise):
   table = synthetic_table()
-  lat = sq.latency_ms(table, None)
+  lat = 1.0 + table.flops / 1e7  # ms: a stand-in for a table of this space
   names = ['random', 'evolution', 'reinforce']
   hps = {n: sq.SHORT_BUDGET[n] for n in names}
   seeds, budgets = list(range(60)), [5, 10, 30]
@@ -102,9 +102,13 @@ def test_harness_on_synthetic_table(noise):
     check = stats[sname]['check']
     for b in budgets:  # Measured random agrees with its closed form.
       assert abs(check[b]['z']) <= sq.CHECK_SIGMAS, (sname, b, check[b])
-    # 81 architectures: learning controllers find the optimum more often than random.
+    # An additive landscape of 81 architectures: for the rewards of the bar (not TuNAS's
+    # abs reward, rugged around its target), the learning controllers' mean regret at 30
+    # samples is at most half of random's (measured: 0.17-0.38 of it).
     table_b = stats[sname]['table']
-    assert table_b['evolution'][30]['found'] >= table_b['random'][30]['found'] - 0.1
+    if res['setting']['kind'] in sq.BAR_KINDS:
+      for name in ('evolution', 'reinforce'):
+        assert table_b[name][30]['mean'] <= 0.5 * table_b['random'][30]['mean'], (sname, name)
   ok, _, _ = sq.verdicts(stats, results, names)
   assert ok
 
@@ -112,7 +116,7 @@ def test_harness_on_synthetic_table(noise):
 def test_closed_form_check_fails_on_a_biased_sampler():
   """The check is not vacuous: a 'random' search that never proposes the best rows fails."""
   table = synthetic_table()
-  lat = sq.latency_ms(table, None)
+  lat = 1.0 + table.flops / 1e7  # ms: a stand-in for a table of this space
   results = sq.evaluate(table, lat, ['random'], {'random': sq.SHORT_BUDGET['random']},
                         list(range(60)), [10], False, log=lambda *a: None)
   for res in results.values():
