@@ -78,12 +78,13 @@ b = candidates per update):
       the policy near uniform: 196 distinct in 200).
     baseline momentum 0.5, accuracy / abs@p50: b=10 lr 0.005 0.27/0.82, lr 0.01 0.27/0.68;
       b=5 lr 0.003 0.18/0.65 (soft@p25 0.00, abs@p25 0.32)  <- b = 5, lr 0.003, momentum 0.5.
-TuNAS's abs reward is the hardest for every controller (at the median target, ratios
-0.65-0.85 at 100 samples), because its landscape is rugged: rows better than all 16 of their
-one-decision neighbours number 205 (abs@p25) and 263 (abs@p50), against 15 for accuracy and
-11 for the soft reward, and the best neighbour of the optimum ranks 78th (abs@p25) and 169th
-(abs@p50) of 6,561, against 8th (accuracy) and 7th (soft): |latency / target - 1| turns
-each latency step into a reward cliff on both sides of the target.
+TuNAS's abs reward is the hardest for every controller, because its landscape is rugged: with
+the measured latency, rows better than all 16 of their one-decision neighbours number 145
+(abs@p25) and 227 (abs@p50), against 14 for accuracy and 12 for the soft reward, and the best
+neighbour of the optimum ranks 107th (abs@p25) and 103rd (abs@p50) of 6,561, against 9th
+(accuracy, soft): |latency / target - 1| turns each latency step into a reward cliff on both
+sides of the target. (With alpha = beta, the soft reward's ranking does not depend on its
+target: T only scales it; its two targets give one ranking.)
 """
 
 from __future__ import annotations
