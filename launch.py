@@ -5,6 +5,7 @@ r"""mnas command line: parses flags and calls one library function per verb.
   python launch.py train    --config experiments/train.py --workdir DIR [--config.arch=...]
   python launch.py latency  build|validate|predict|export|import --config experiments/latency.py ...
   python launch.py report   --workdir DIR
+  python launch.py proxy-check --config experiments/proxy_check.py --workdir DIR
 
 Configs are ml_collections files; any field can be overridden (`--config.num_steps=50`).
 Several processes (a SLURM job, a Cloud TPU pod, or by hand) run the same `search` or `train`
@@ -33,6 +34,10 @@ flags.DEFINE_integer('num_processes', None, 'Processes of a multi-process run (d
 flags.DEFINE_integer('process_id', None, 'This process\'s index in [0, num_processes).')
 flags.DEFINE_bool('distributed', False, 'Initialise jax.distributed even if nothing in the '
                   'environment asks for it (arguments detected by JAX, e.g. on a TPU pod).')
+flags.DEFINE_string('jax_cache_dir', '~/.cache/mnas/jax',
+                    'JAX\'s persistent compilation cache: a resumed search, a re-run and the '
+                    'next candidate of an architecture seen before skip XLA compiles; \'\' '
+                    'turns it off ($JAX_COMPILATION_CACHE_DIR, when set, wins).')
 config_flags.DEFINE_config_file('config', None, 'An ml_collections config file.', lock_config=True)
 FLAGS = flags.FLAGS
 
@@ -61,6 +66,11 @@ def report(argv) -> None:
   search_lib.report(FLAGS.workdir)
 
 
+def proxy_check(argv) -> None:
+  from mnas.search import proxy_check as proxy_check_lib
+  proxy_check_lib.main(FLAGS.config, FLAGS.workdir)
+
+
 def latency(argv) -> None:
   from mnas import latency as latency_lib
   latency_lib.main(argv[2] if len(argv) > 2 else '', FLAGS.config, FLAGS.workdir, FLAGS.arch,
@@ -74,6 +84,7 @@ VERBS = {
     'search': (search, ('config', 'workdir'), DISTRIBUTED),
     'report': (report, ('workdir',), ()),
     'latency': (latency, ('config',), ('workdir', 'arch')),
+    'proxy-check': (proxy_check, ('config', 'workdir'), ()),
 }
 
 
@@ -82,6 +93,7 @@ def main(argv) -> None:
   from mnas.errors import ConfigError
   logging.set_verbosity(logging.INFO)
   cli.quiet_third_party_logs()
+  cli.compilation_cache(FLAGS.jax_cache_dir)
 
   def verb():
     if len(argv) < 2 or argv[1] not in VERBS:

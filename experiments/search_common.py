@@ -32,6 +32,10 @@ def base_config() -> ml_collections.ConfigDict:
   # with controller_kwargs.evolution.selection = 'nsga2'; the recorded reward is the accuracy).
   c.reward.kind = 'mnasnet_soft'
   c.reward.target_ms = 1.0  # T: milliseconds of the chosen latency table.
+  # T relative to the table instead (mnas/search/target.py): the quantile of the predicted
+  # latencies of `target_samples` uniform architectures of the space; None: target_ms.
+  c.reward.target_quantile = ml_collections.config_dict.placeholder(float)
+  c.reward.target_samples = 200
   c.reward.params = {}  # Overrides: {'alpha': ..., 'beta': ...}.
   c.failure_reward = 0.0  # Reward of a candidate that failed (diverged, crashed, skipped).
   # Candidates predicted slower than this are not trained (failed, 'skipped'); None: train all.

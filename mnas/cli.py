@@ -39,6 +39,18 @@ def quiet_third_party_logs() -> None:
   absl_logging.get_absl_handler().addFilter(_OwnInfo())
 
 
+def compilation_cache(path: str) -> None:
+  """Turns on JAX's persistent compilation cache in `path` (unless $JAX_COMPILATION_CACHE_DIR
+  already chose one; '' turns it off): a program compiled once, by this process or an
+  earlier one (a killed search, a benchmark's previous run), is read back instead of being
+  compiled again. Programs that compile in under half a second are not worth an entry."""
+  import jax
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR') or not path:
+    return
+  jax.config.update('jax_compilation_cache_dir', os.path.expanduser(path))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
 def one_line(e) -> str:
   """A long message (a config file's traceback) as its first and last lines."""
   lines = [line.strip() for line in str(e).splitlines() if line.strip()]

@@ -30,7 +30,8 @@ from mnas.errors import ConfigError, DataError, UserError
 
 RECORD = 'workdir.json'
 LOCK = 'lock'
-KINDS = ('multi_trial', 'oneshot', 'pipeline', 'train')  # A latency workdir is only locked.
+# A latency workdir is only locked.
+KINDS = ('multi_trial', 'oneshot', 'pipeline', 'train', 'proxy_check')
 # Config fields (dotted, fnmatch patterns) that may change when a workdir is resumed: the
 # budget of the whole run, where the data lives, how much is logged and checkpointed.
 RESUMABLE = ('num_steps', 'max_seconds', '*data_dir', '*data_threads', '*log_every_steps',

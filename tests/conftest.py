@@ -12,12 +12,21 @@ Fixtures and helpers for every test file:
 Slow tests (minutes) carry `@pytest.mark.slow`: deselected by default (setup.cfg), run with
 `python -m pytest -m slow tests`.
 """
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# JAX's persistent compilation cache, shared by this session's tests and the processes they
+# start (launch.py runs, multi-process tests): a program compiled once (the quickstart's
+# candidates, a reference model's steps) is read back, not compiled again.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='mnas-tests-jax-cache-')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TINY = 'mnas_shapes/tiny'

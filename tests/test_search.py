@@ -167,3 +167,38 @@ def test_the_workdir_records_its_method_and_report_reads_it(tmp_path, capsys):
   store_lib.Store(str(old / 'results.sqlite')).close()  # What mnas wrote before workdir.json.
   with pytest.raises(DataError, match='older mnas'):
     search.run(config('random', steps=1), str(old), proxy=fake_proxy, predictor=MacsPredictor())
+
+
+def test_a_relative_latency_target_is_a_quantile_of_the_space_and_is_kept(tmp_path):
+  """reward.target_quantile: T is that quantile of the space's predicted latencies (checked
+  on 2,000 other uniform samples), the rewards use it, and a resumed search reads it back."""
+  import json
+  import numpy as np
+  import search_spaces
+  from mnas import rewards
+  from mnas.search import target
+  cfg = config('random', steps=2, per_step=3)
+  cfg.reward.target_quantile = 0.25
+  search.run(cfg, str(tmp_path), proxy=fake_proxy, predictor=MacsPredictor())
+  record = json.loads((tmp_path / target.FILE).read_text())
+  t = record['target_ms']
+  assert record['quantile'] == 0.25 and record['samples'] == 200 and t != cfg.reward.target_ms
+  space = search_spaces.get_space('tiny')
+  rng = np.random.default_rng(12345)
+  others = MacsPredictor().predict_batch([space.sample(rng) for _ in range(2000)])
+  # 200 samples: the standard error of a quantile's coverage is sqrt(.25 * .75 / 200) = 0.03.
+  assert abs(np.mean(np.asarray(others) <= t) - 0.25) < 0.1
+  reward = rewards.make_reward('mnasnet_soft', t)
+  rows = store_lib.Store(str(tmp_path / 'results.sqlite')).finished()
+  for r in rows:
+    if r['status'] == 'done':
+      assert r['reward'] == pytest.approx(float(reward(r['accuracy'], r['latency_ms'])))
+  # Resumed with more steps: T is read back, not recomputed (the record wins).
+  (tmp_path / target.FILE).write_text(json.dumps(dict(record, target_ms=2 * t)))
+  cfg.num_steps = 3
+  search.run(cfg, str(tmp_path), proxy=fake_proxy, predictor=MacsPredictor())
+  last = [r for r in store_lib.Store(str(tmp_path / 'results.sqlite')).finished()
+          if r['step'] == 2 and r['status'] == 'done']
+  two_t = rewards.make_reward('mnasnet_soft', 2 * t)
+  assert last and all(r['reward'] == pytest.approx(float(two_t(r['accuracy'], r['latency_ms'])))
+                      for r in last)

@@ -104,7 +104,7 @@ def test_tiny_space_outputs_and_gradients_equal_the_standalone_model():
                           x, train=True)
     return jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(4), labels]), logits
   grad_fn = jax.jit(jax.grad(loss, has_aux=True))
-  for seed in range(2):
+  for seed in range(1):  # One sample: SE, h-swish and mixed kernels are in it (seed 0).
     arch = space.sample(np.random.default_rng(seed)).replace(resolution=32)
     grads, logits = grad_fn(variables['params'], net.arrays(arch))
     model = models.build_model(arch, 10, dropout_rate=0.0)

@@ -259,6 +259,7 @@ def shapes_dir(tmp_path_factory):
   return d
 
 
+@pytest.mark.slow  # About 80 s with the data; issue 14's recipe tests replace it.
 def test_proxy_task_ranks_architectures(shapes_dir):
   """About 30 s of CPU training each (1,000 steps of 32 images at 32x32, 1.8 epochs of the
   18,000 training images); accuracy on the 2,000 held-out validation images."""

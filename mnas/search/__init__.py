@@ -8,6 +8,8 @@
   netadapt.py, pipeline.py   MobileNetV3's recipe: search -> NetAdapt -> train -> export
   store.py, results.py, summaries.py, checks.py   the results store, the report and Pareto
                          front, TensorBoard, the checks of a config before any work
+  target.py              the reward's latency target relative to the table (a quantile of
+                         the space's predicted latencies), resolved once per search
 
 `run(config, workdir)` runs the method `config.method` names ('multi_trial', 'oneshot' or
 'pipeline'): it locks the workdir (`mnas.workdir`: one writer at a time), checks the config,
@@ -20,8 +22,10 @@ from __future__ import annotations
 import contextlib
 import os
 
+import search_spaces
 from mnas import workdir as workdir_lib
 from mnas.errors import ConfigError
+from mnas.search import target
 
 METHODS = ('multi_trial', 'oneshot', 'pipeline')
 
@@ -52,7 +56,19 @@ def run(config, workdir: str, **kwargs) -> dict:
     method.check_config(config, latency='predictor' not in kwargs, train='proxy' not in kwargs)
     if main:
       workdir_lib.check(workdir, config.method, config)
+      if config.reward.target_quantile is not None:  # T relative to the table (target.py).
+        kwargs['predictor'] = kwargs.get('predictor') or _predictor(config, workdir)
+        config = target.resolve(config, search_spaces.get_space(config.space),
+                                kwargs['predictor'], workdir)
     return method.run(config, workdir, **kwargs)
+
+
+def _predictor(config, workdir: str):
+  """The search's latency predictor: its table in workdir/latency (built on first use)."""
+  from mnas import latency
+  os.makedirs(os.path.join(workdir, 'latency'), exist_ok=True)
+  return latency.predictor_for_search(config.latency, search_spaces.get_space(config.space),
+                                      os.path.join(workdir, 'latency'))
 
 
 def report(workdir: str) -> dict:
@@ -61,7 +77,7 @@ def report(workdir: str) -> dict:
   if kind == 'multi_trial':
     from mnas.search import results
     out = results.report(workdir)
-    config = workdir_lib.read_config(workdir)
+    config = target.resolved(workdir_lib.read_config(workdir), workdir)
     if config.proxy.kind != 'train':  # A benchmark: the exact optimum is known.
       from mnas import nasbench
       out['ground_truth'] = nasbench.ground_truth(config, workdir, results.finished(workdir)[0])

@@ -17,6 +17,9 @@ COMMON_RULES = {
     'resolution': cfg.at_least(0, integer=True),  # 0: the space's.
     'seed': cfg.INT, 'num_classes': cfg.POSITIVE, 'failure_reward': cfg.NUMBER,
     'reward.kind': cfg.one_of(*rewards.KINDS), 'reward.target_ms': cfg.above(0),
+    'reward.target_quantile': cfg.optional(
+        (lambda v: cfg.above(0)[0](v) and v < 1, 'a number in (0, 1)')),
+    'reward.target_samples': cfg.POSITIVE,
     'reward.params': (lambda v: hasattr(v, 'keys'), 'a dict of reward parameters'),
     'pareto_every_steps': cfg.at_least(0, integer=True), 'hparams_per_candidate': cfg.BOOL}
 
