@@ -97,6 +97,10 @@ class TrainResult:
   start_step: int = 0          # First step run by this call (> 0 after a resume).
   train_losses: list = dataclasses.field(default_factory=list)  # Per step from start_step.
   evals: list = dataclasses.field(default_factory=list)  # [(step, accuracy, loss)].
+  # Where train_seconds went: 'setup' (model, initialisation and its compile, data, restore),
+  # 'first_step' (the train step's compile), 'steps' (the other training steps), 'evaluate'
+  # (the final evaluation, its compile included). All but 'steps' is per-candidate overhead.
+  seconds: dict = dataclasses.field(default_factory=dict)
 
   def to_json(self) -> dict:
     d = dataclasses.asdict(self)
@@ -236,6 +240,7 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
     max_loss = float(config.divergence_loss or math.inf)
     pending = None  # (step, lr, metrics on device): fetched one step late to keep dispatch async.
     timer_start, timed_images, paused = None, 0, 0.0
+    result.seconds['setup'] = time.time() - t_start
     window = [time.time(), 0]  # For the per-log-line throughput.
 
     def finish(pending_step, lr, on_device):
@@ -254,6 +259,7 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
       if timer_start is None:  # First step done: compilation is over.
         timer_start = time.time()
         window[:] = [timer_start, 0]
+        result.seconds['first_step'] = timer_start - t_start - result.seconds['setup']
       else:
         timed_images += batch_size
         window[1] += batch_size
@@ -308,12 +314,16 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
       logging.error('%s: %s', arch.id, e)
       result.status, result.reason = 'failed', str(e)
     result.steps = step if result.status == 'done' else int(parallel.unreplicate(state.step))
-    if timer_start is not None and timed_images:
-      result.images_per_second = timed_images / max(time.time() - timer_start - paused, 1e-9)
+    if timer_start is not None:
+      result.seconds['steps'] = time.time() - timer_start - paused
+      if timed_images:
+        result.images_per_second = timed_images / max(result.seconds['steps'], 1e-9)
     if result.status == 'done':
+      t_eval = time.time()
       if ckpt and (ckpt.latest_step() or 0) < step:
         ckpt.save(step, parallel.unreplicate(state), it.get_state())
       acc, loss = result.val_accuracy, result.val_loss = evaluate()
+      result.seconds['evaluate'] = time.time() - t_eval
       logging.info('%s after %d steps: %s accuracy %.4f, loss %.4f, %.1f images/s.', arch.id,
                    step, eval_kind, acc, loss, result.images_per_second)
   finally:

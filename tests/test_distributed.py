@@ -329,7 +329,8 @@ def test_two_process_quickstart_search_through_launch(tmp_path):
       '--config.train.num_train_steps=3', '--config.train.batch_size=16',
       '--config.train.data_threads=1', '--config.latency.calibration_archs=0',
       '--config.latency.repeats=3', '--config.latency.warmup=1',
-      '--config.latency.min_seconds=0.0', '--config.hparams_per_candidate=False']
+      '--config.latency.min_seconds=0.0', '--config.hparams_per_candidate=False',
+      '--config.reward.target_samples=1']
   outs = run_processes(_LAUNCH, args=overrides, devices=1, timeout=400)
   assert 'process 1: trained' in outs[1] and 'candidates evaluated' in outs[0], outs[0][-2000:]
   with sqlite3.connect(workdir / 'results.sqlite') as db:

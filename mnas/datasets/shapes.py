@@ -36,6 +36,9 @@ Configs:
   default: 64x64, train 20,000 and test 2,000 examples; ~17 s of CPU to
            prepare on one core, 250 MB on disk.
   tiny:    64x64, train 600 and test 200 examples (for tests).
+  proxy32: 32x32 as rendered, larger objects, less clutter and noise (`PROXY32`), train
+           20,000 and test 2,000: the CPU proxy tasks' set (~5 s to prepare).
+  proxy32_tiny: the same, train 600 and test 200 (for tests).
 
 Labels are balanced exactly (example i of a split has class i % 10; TFDS
 shuffles the order on write). Each example is a pure function of
@@ -154,7 +157,17 @@ def _pick_colour(rng, avoid, min_dist=75.0):
   return best
 
 
-def render(rng: np.random.Generator, label: int, size: int = 64) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class Style:
+  """How hard the images are: the object's radius (fractions of the side), the number of
+  clutter strokes [low, high) and the colour noise's std (uniform in the ranges)."""
+  radius: tuple[float, float] = (0.12, 0.32)
+  strokes: tuple[int, int] = (3, 10)
+  noise: tuple[float, float] = (4.0, 28.0)
+
+
+def render(rng: np.random.Generator, label: int, size: int = 64,
+           style: Style = Style()) -> np.ndarray:
   """Renders one example of class `label` as a uint8 [size, size, 3] image."""
   # Background: two-colour linear gradient.
   c0, c1 = rng.uniform(0, 255, (2, 3)).astype(np.float32)
@@ -163,12 +176,12 @@ def render(rng: np.random.Generator, label: int, size: int = 64) -> np.ndarray:
   t = np.clip(ramp[None, :] * np.cos(g) + ramp[:, None] * np.sin(g) + 0.5,
               0, 1)
   img = c0 + (c1 - c0) * t[..., None]
-  n_strokes = int(rng.integers(3, 10))
+  n_strokes = int(rng.integers(*style.strokes))
   n_below = int(rng.integers(0, n_strokes + 1))
   _draw_strokes(img, rng, n_below, size)
 
   # The object, kept inside the central 88% of the image (the eval crop).
-  r = rng.uniform(0.12, 0.32) * size
+  r = rng.uniform(*style.radius) * size
   margin = 0.06 * size + r
   cx, cy = rng.uniform(margin, size - margin, 2)
   rot = rng.uniform(0, 2 * np.pi)
@@ -197,15 +210,22 @@ def render(rng: np.random.Generator, label: int, size: int = 64) -> np.ndarray:
     region += (patch * on)[..., None] * (fg - region)
 
   _draw_strokes(img, rng, n_strokes - n_below, size)
-  img += rng.uniform(4, 28) * rng.standard_normal(img.shape, np.float32)
+  img += rng.uniform(*style.noise) * rng.standard_normal(img.shape, np.float32)
   return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def generate(seed: int, split: str, index: int, size: int = 64):
+def generate(seed: int, split: str, index: int, size: int = 64, style: Style = Style()):
   """Example `index` of `split` as (image uint8 [size, size, 3], label)."""
   label = index % NUM_CLASSES
   rng = np.random.default_rng((seed, _SPLIT_IDS[split], index))
-  return render(rng, label, size), label
+  return render(rng, label, size, style), label
+
+
+# `proxy32`: rendered at 32x32 (a 64x64 image downscaled to 32 halves the textures' periods
+# to 1.75-3.5 pixels), objects of 22-40% of the side (7-13 pixels of radius, as large as the
+# default's in pixels, so the textures keep their periods), 0-3 strokes, noise std 2-12:
+# a set a few hundred steps at 32x32 learn, on which architectures still differ.
+PROXY32 = Style(radius=(0.22, 0.40), strokes=(0, 4), noise=(2.0, 12.0))
 
 
 @dataclasses.dataclass
@@ -215,6 +235,7 @@ class MnasShapesConfig(tfds.core.BuilderConfig):
   num_train: int = 20_000
   num_test: int = 2_000
   seed: int = 0
+  style: Style = Style()
 
 
 class MnasShapes(tfds.core.GeneratorBasedBuilder):
@@ -228,6 +249,12 @@ class MnasShapes(tfds.core.GeneratorBasedBuilder):
       MnasShapesConfig(
           name='tiny', num_train=600, num_test=200,
           description='64x64, 600 train / 200 test; for tests.'),
+      MnasShapesConfig(
+          name='proxy32', image_size=32, style=PROXY32,
+          description='32x32 as rendered, larger objects, less clutter: short CPU proxies.'),
+      MnasShapesConfig(
+          name='proxy32_tiny', image_size=32, style=PROXY32, num_train=600, num_test=200,
+          description='proxy32 with 600 train / 200 test; for tests.'),
   ]
   DEFAULT_CONFIG_NAME = 'default'
 
@@ -254,5 +281,5 @@ class MnasShapes(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split, num_examples):
     cfg = self.builder_config
     for i in range(num_examples):
-      image, label = generate(cfg.seed, split, i, cfg.image_size)
+      image, label = generate(cfg.seed, split, i, cfg.image_size, cfg.style)
       yield i, {'image': image, 'label': label}
