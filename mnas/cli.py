@@ -43,12 +43,13 @@ def compilation_cache(path: str) -> None:
   """Turns on JAX's persistent compilation cache in `path` (unless $JAX_COMPILATION_CACHE_DIR
   already chose one; '' turns it off): a program compiled once, by this process or an
   earlier one (a killed search, a benchmark's previous run), is read back instead of being
-  compiled again. Programs that compile in under half a second are not worth an entry."""
-  import jax
+  compiled again. Programs that compile in under half a second are not worth an entry.
+  Set through JAX's environment variables, read when JAX is imported: a command refused
+  before any work (a locked workdir) never imports it."""
   if os.environ.get('JAX_COMPILATION_CACHE_DIR') or not path:
     return
-  jax.config.update('jax_compilation_cache_dir', os.path.expanduser(path))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.expanduser(path)
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 
 def one_line(e) -> str:
