@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments import quickstart, tunas_proxylessnas  # noqa: E402
 from mnas import counting, latency, rewards, train  # noqa: E402
-from mnas.search import multi_trial, oneshot, results, store  # noqa: E402
+from mnas.search import multi_trial, oneshot, results, store, target  # noqa: E402
 import search_spaces  # noqa: E402
 
 
@@ -94,6 +94,8 @@ def main():
   # Every entry of the space, measured before any search starts (resumable).
   predictor.fill(predictor.table.missing(latency.space_keys(
       space, None, base.latency.resolution, base.latency.num_classes)))
+  # The quickstart's relative target, resolved once for every search (mnas/search/target.py).
+  base = target.resolve(base, space, predictor, args.workdir)
   rows = {}
   wd = os.path.join(args.workdir, 'oneshot')
   os.makedirs(wd, exist_ok=True)

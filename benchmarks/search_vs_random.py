@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments import quickstart  # noqa: E402
 from mnas import latency, train  # noqa: E402
-from mnas.search import multi_trial, store as store_lib  # noqa: E402
+from mnas.search import multi_trial, store as store_lib, target  # noqa: E402
 import search_spaces  # noqa: E402
 
 # Learning rates / population for a budget of a few dozen samples (a handful of updates).
@@ -105,6 +105,8 @@ def run_one(args, name: str, seed: int) -> dict:
   space = search_spaces.get_space(cfg.space)
   predictor = latency.predictor_for_search(cfg.latency, space,
                                            os.path.join(args.workdir, 'latency'), progress=False)
+  # The quickstart's relative target, resolved once for every run (mnas/search/target.py).
+  cfg = target.resolve(cfg, space, predictor, args.workdir)
   workdir = os.path.join(args.workdir, f'{name}_seed{seed}')
   t0 = time.time()
   multi_trial.run(cfg, workdir, proxy=ProxyCache(os.path.join(args.workdir, 'proxy_cache.sqlite'),
