@@ -360,7 +360,7 @@ def test_build_and_validate_on_xla_cpu(tmp_path):
   space = MICRO
   n = len(latency.space_keys(space, num_classes=10))
   path = os.path.join(workdir, 'micro.json')
-  settings = SETTINGS.replace(num_classes=10, repeats=5, warmup=1, chain=2, min_seconds=0.0,
+  settings = SETTINGS.replace(num_classes=10, repeats=20, warmup=1, chain=2, min_seconds=0.0,
                               remeasure=0, calibration_archs=2)
   table = latency.build_table(space, 'xla-cpu', settings, path=path, progress=False)
   assert len(table) == n and table.meta['complete']
