@@ -3,9 +3,11 @@ architecture, made data-parallel and cached.
 
 Pure functions over an explicit `TrainState`; `train_step` / `eval_step` are made
 data-parallel by `mnas.parallel.parallelize` (a `jax.pmap` over a group of devices, axis
-name `AXIS`), the one place to change for `shard_map`. `make_steps` compiles them once per
+name `AXIS`), the one place to change for `shard_map`. `make_steps` builds them once per
 (architecture, static config, devices) and caches the result, so a search that meets an
-architecture again, or NetAdapt fine-tuning a network it trained, compiles nothing.
+architecture again, or NetAdapt fine-tuning a network it trained, compiles nothing. A
+`Steps` compiles its programs on first use, or ahead of time on another thread
+(`Steps.compile`): a search compiles its next candidate while the current one trains.
 The one-shot supernet (`mnas.search.oneshot`) shares the loss and the evaluation sums.
 
 The loss is MnasNet's (Tan et al. 2019, section 5): softmax cross-entropy with label
@@ -148,22 +150,91 @@ def eval_step(params, batch_stats, batch: dict, *, model,
 # Compiled steps, cached per (architecture, static config, devices).
 
 
-@dataclasses.dataclass
-class Steps:
-  """The model and its compiled functions for one (architecture, config, devices)."""
-  model: Any
-  tx: optax.GradientTransformation
-  init: Callable[[int], TrainState]   # seed -> host (unreplicated) state.
-  train: Callable                     # (replicated state, batch, lr) -> (state, metrics).
-  evaluate: Callable                  # (params, batch_stats, batch) -> sums.
-  devices: tuple
-  num_params: int = 0
-
-
 _FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
+
+
+class Steps:
+  """The model and its compiled functions for one (architecture, config, devices).
+
+  `init(seed)`, `train(state, batch, lr)` and `evaluate(params, batch_stats, batch)` run
+  programs compiled once per batch shape and kept here. They compile on first use, or ahead
+  of time: `compile(batch_size, eval_batch_size)` compiles all three for those global batch
+  sizes (on a thread, while another candidate trains: `mnas.train.compile_ahead`); a call
+  that needs a program being compiled waits for it rather than compiling it twice. A group
+  that spans processes runs its pmapped functions directly (compiled by JAX on first call).
+  """
+
+  def __init__(self, model, tx: optax.GradientTransformation, init_fn: Callable,
+               train_fn: Callable, eval_fn: Callable, devices: tuple, num_params: int):
+    self.model, self.tx, self.devices, self.num_params = model, tx, devices, num_params
+    self._init_fn = init_fn                       # jit: rng -> host TrainState.
+    self._fns = {'train': train_fn, 'evaluate': eval_fn}  # pmapped.
+    self._programs: dict = {}                     # name or (name, image shape) -> Compiled.
+    self._lock = threading.Lock()
+    self._local = not parallel.spans_processes(devices)
+
+  def init(self, seed: int) -> TrainState:
+    """A fresh host (unreplicated) state."""
+    key = jax.random.PRNGKey(seed)
+    return jax.device_get(self._compile_init(key)(key))
+
+  def train(self, state: TrainState, batch: dict, lr) -> tuple[TrainState, dict]:
+    """One data-parallel update (replicated state in and out; metrics with a device axis)."""
+    return self._program('train', state, batch, lr)(state, batch, lr)
+
+  def evaluate(self, params, batch_stats, batch: dict) -> dict:
+    """`eval_step`'s sums, summed over the devices (with a device axis)."""
+    return self._program('evaluate', params, batch_stats, batch)(params, batch_stats, batch)
+
+  def compile(self, batch_size: int, eval_batch_size: int) -> None:
+    """Compiles init, train and evaluate now, for these global batch sizes (see the class)."""
+    if not self._local:
+      return
+    key = jax.random.PRNGKey(0)
+    self._compile_init(key)
+    n, res = len(self.devices), self.model.arch.resolution
+    shapes = jax.eval_shape(self._init_fn, key)
+    rep = lambda tree: jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((n,) + x.shape, x.dtype), tree)
+
+    def batch(size: int, mask: bool) -> dict:
+      per = size // n
+      b = {'image': jax.ShapeDtypeStruct((n, per, res, res, 3), jnp.float32),
+           'label': jax.ShapeDtypeStruct((n, per), jnp.int32)}
+      if mask:
+        b['mask'] = jax.ShapeDtypeStruct((n, per), jnp.float32)
+      return b
+    self._program('train', rep(shapes), batch(batch_size, False),
+                  jax.ShapeDtypeStruct((), jnp.float32))
+    self._program('evaluate', rep(shapes.ema_params), rep(shapes.ema_batch_stats),
+                  batch(eval_batch_size, True))
+
+  def _compile_init(self, key):
+    with self._lock:
+      if 'init' not in self._programs:  # XLA's cheapest optimisation level halves the
+        # compile time of the ~100 random initialisers (deterministic all the same).
+        self._programs['init'] = self._init_fn.lower(key).compile(
+            compiler_options=_FAST_COMPILE)
+      return self._programs['init']
+
+  def _program(self, name: str, *args) -> Callable:
+    """The program of `name` for the batch (the last argument) shape: compiled (or being
+    compiled, then waited for) here, else compiled now from these arguments."""
+    if not self._local:
+      return self._fns[name]
+    key = (name, tuple(args[-1 if name == 'evaluate' else 1]['image'].shape))
+    program = self._programs.get(key)
+    if program is None:
+      with self._lock:
+        if key not in self._programs:
+          self._programs[key] = self._fns[name].lower(*args).compile()
+        program = self._programs[key]
+    return program
+
+
 _STEPS_CACHE: dict = {}
 _STEPS_CACHE_SIZE = 8  # Then `release_compiled`: XLA's per-program memory maps are bounded.
-_STEPS_LOCK = threading.Lock()
+_STEPS_LOCK = threading.RLock()
 
 
 def _static_key(arch: Architecture, num_classes: int, config, devices) -> tuple:
@@ -177,7 +248,8 @@ def make_steps(arch: Architecture, num_classes: int, config,
 
   `devices` (default: all of `jax.devices()`, i.e. of every process) form the data-parallel
   group; see `mnas.parallel.parallelize`. Raises ConfigError when the config lacks one of
-  FIELDS or has a value that is not allowed.
+  FIELDS or has a value that is not allowed. Thread-safe: a thread compiling a candidate
+  ahead of time and the training loop asking for it get the same `Steps`.
   """
   from mnas import models
   config_lib.check(config, RULES, 'the train config')
@@ -186,45 +258,33 @@ def make_steps(arch: Architecture, num_classes: int, config,
   with _STEPS_LOCK:
     if key in _STEPS_CACHE:
       return _STEPS_CACHE[key]
-  model = models.build_model(arch, num_classes, dropout_rate=float(config.dropout_rate),
-                             dtype=DTYPES[config.dtype], depthwise_impl=config.depthwise_impl,
-                             bn_axis_name=AXIS)
-  tx = optim.make_optimizer(config)
-  cfg = StepConfig(num_classes=num_classes, label_smoothing=float(config.label_smoothing),
-                   weight_decay=float(config.weight_decay), ema_decay=float(config.ema_decay))
-  res = arch.resolution
+    model = models.build_model(arch, num_classes, dropout_rate=float(config.dropout_rate),
+                               dtype=DTYPES[config.dtype], depthwise_impl=config.depthwise_impl,
+                               bn_axis_name=AXIS)
+    tx = optim.make_optimizer(config)
+    cfg = StepConfig(num_classes=num_classes, label_smoothing=float(config.label_smoothing),
+                     weight_decay=float(config.weight_decay), ema_decay=float(config.ema_decay))
+    res = arch.resolution
 
-  @jax.jit
-  def _init(rng):
-    init_rng, dropout_rng = jax.random.split(rng)
-    variables = model.init(init_rng, jnp.zeros((1, res, res, 3), jnp.float32), train=False)
-    params, batch_stats = variables['params'], variables.get('batch_stats', {})
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                      opt_state=tx.init(params), ema_params=params, ema_batch_stats=batch_stats,
-                      rng=dropout_rng)
+    @jax.jit
+    def init(rng):
+      init_rng, dropout_rng = jax.random.split(rng)
+      variables = model.init(init_rng, jnp.zeros((1, res, res, 3), jnp.float32), train=False)
+      params, batch_stats = variables['params'], variables.get('batch_stats', {})
+      return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                        opt_state=tx.init(params), ema_params=params,
+                        ema_batch_stats=batch_stats, rng=dropout_rng)
 
-  compiled_init = []
-
-  def init(seed: int) -> TrainState:
-    key = jax.random.PRNGKey(seed)
-    if not compiled_init:  # Runs once per model: XLA's cheapest optimisation level halves
-      # the compile time of the ~100 random initialisers (deterministic all the same).
-      compiled_init.append(_init.lower(key).compile(compiler_options=_FAST_COMPILE))
-    return jax.device_get(compiled_init[0](key))
-
-  train = parallel.parallelize(functools.partial(train_step, model=model, tx=tx, cfg=cfg),
-                               devices, in_axes=(0, 0, None), donate_argnums=(0,))
-  evaluate = parallel.parallelize(functools.partial(eval_step, model=model), devices,
-                                  in_axes=(0, 0, 0))
-  shapes = jax.eval_shape(_init, jax.random.PRNGKey(0))
-  num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes.params)))
-  steps = Steps(model=model, tx=tx, init=init, train=train, evaluate=evaluate, devices=devices,
-                num_params=num_params)
-  with _STEPS_LOCK:
+    train = parallel.parallelize(functools.partial(train_step, model=model, tx=tx, cfg=cfg),
+                                 devices, in_axes=(0, 0, None), donate_argnums=(0,))
+    evaluate = parallel.parallelize(functools.partial(eval_step, model=model), devices,
+                                    in_axes=(0, 0, 0))
+    shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
+    num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes.params)))
     if len(_STEPS_CACHE) >= _STEPS_CACHE_SIZE:
       release_compiled()
-    _STEPS_CACHE[key] = steps
-  return steps
+    steps = _STEPS_CACHE[key] = Steps(model, tx, init, train, evaluate, devices, num_params)
+    return steps
 
 
 def release_compiled() -> None:
@@ -234,10 +294,12 @@ def release_compiled() -> None:
   only when JAX's caches let go of the executable; dropping our reference is not enough.
   Linux allows 65,530 maps per process by default (vm.max_map_count): a search process that
   kept every candidate's program aborted ("LLVM ERROR: Unable to allocate section memory")
-  after ~45 candidates. Called when the cache is full; measured: 2,900 maps -> 800.
+  after ~45 candidates. Called when the cache is full; measured: 2,900 maps -> 800. A
+  `Steps` still in use keeps its own programs.
   """
-  _STEPS_CACHE.clear()
-  jax.clear_caches()
+  with _STEPS_LOCK:
+    _STEPS_CACHE.clear()
+    jax.clear_caches()
 
 
 

@@ -26,6 +26,7 @@ Public API:
   train_candidate(arch, config, workdir=None, *, budget_steps=None, budget_epochs=None,
                   seed=0, callbacks=(), devices=None, init_variables=None)
       -> TrainResult                                   # the proxy task (validation)
+  compile_ahead(arch, config, devices=None)            # its programs, before it trains
   train_and_evaluate(config, workdir) -> TrainResult   # `launch.py train`
   training_data(config) -> TrainingData                # the training split and its batches
   check_config(config, where, run=False)               # the fields, then the dataset
@@ -365,6 +366,17 @@ def train_candidate(arch: Architecture, config, workdir: str | None = None, *,
   return _run(arch, config, workdir, seed=seed, budget_steps=budget_steps,
               budget_epochs=budget_epochs, eval_kind='validation', callbacks=callbacks,
               devices=devices, init_variables=init_variables)
+
+
+def compile_ahead(arch: Architecture, config,
+                  devices: Sequence[jax.Device] | None = None) -> None:
+  """Compiles what `train_candidate(arch, config, devices=devices)` runs (initialisation,
+  train step, evaluation step), so that it starts training at once: a search calls it on a
+  thread while the candidate before trains (`mnas.search.multi_trial.TrainProxy.prepare`)."""
+  cfg.check(config, RULES, WHERE)
+  td = training_data(config)
+  steps = make_steps(arch, td.num_classes, config, list(devices or jax.devices()))
+  steps.compile(td.batch_size, int(config.eval_batch_size or td.batch_size))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:

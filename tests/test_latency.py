@@ -376,3 +376,19 @@ def test_build_and_validate_on_xla_cpu(tmp_path):
     assert k in report['predictor']
   assert report['predictor']['mape_pct'] < 50  # Loose: a few repeats on a shared machine.
   assert os.path.exists(report['plot']) and os.path.isdir(report['tensorboard'])
+
+
+def test_a_remeasured_entry_times_the_program_it_compiled(monkeypatch):
+  """`timing.measure_robust` measures a noisy entry again: the same compiled program (same
+  variables, same inputs) is timed again, not compiled again."""
+  import jax
+  from mnas.latency import keys, targets, timing
+  protocol = dict(repeats=3, warmup=1, method='marginal', chain=2, max_spread=0.0,
+                  remeasure=2, min_seconds=0.0, batch_size=1, depthwise_impl='auto', seed=0,
+                  clock='wall')
+  spec = keys.parse_key(keys.stem_key(32, 8, 3, 'hs'))
+  measurer = targets.XlaMeasurer('xla-cpu', 1, 'auto')
+  first = measurer.measure_entry(spec, protocol)
+  monkeypatch.setattr(jax, 'jit', None)  # Compiling again would fail.
+  stats = timing.measure_robust(lambda p: measurer.measure_entry(spec, p), protocol)
+  assert stats['attempts'] == 3 and stats['compile_s'] == first['compile_s'] > 0

@@ -171,6 +171,31 @@ def test_full_steps_cache_releases_xla_memory_maps(monkeypatch):
   assert maps() < compiled - 500, (maps(), compiled)
 
 
+def test_a_candidate_compiled_ahead_trains_on_those_programs(data_dir, monkeypatch):
+  """`compile_ahead` on a thread (a search runs it while the candidate before trains) makes
+  every program `train_candidate` runs: the run compiles nothing, and trains as one that
+  compiled on first use."""
+  import threading
+  import jax
+  from mnas import train
+  cfg = _config(data_dir, eval_batch_size=20, log_every_steps=10)
+  arch = _arch(SMALL.replace('k3_s2_e3', 'k5_s2_e3'))
+  first_use = train.train_candidate(arch, cfg, budget_steps=3, seed=1)
+  steps_lib.release_compiled()
+  ahead = threading.Thread(target=train.compile_ahead, args=(arch, cfg))
+  ahead.start()
+  ahead.join()
+  steps = steps_lib.make_steps(arch, 10, cfg, jax.devices())
+  assert sorted(k if isinstance(k, str) else k[0] for k in steps._programs) == [
+      'evaluate', 'init', 'train']
+  monkeypatch.setattr(steps, '_init_fn', None)  # Compiling anything now would fail.
+  monkeypatch.setattr(steps, '_fns', {})
+  got = train.train_candidate(arch, cfg, budget_steps=3, seed=1)
+  assert got.status == 'done', got.reason
+  assert got.train_losses == first_use.train_losses
+  assert (got.val_accuracy, got.val_loss) == (first_use.val_accuracy, first_use.val_loss)
+
+
 def test_kill_and_resume_is_bit_exact_and_corrupt_latest_falls_back(data_dir, tmp_path, caplog):
   from mnas import checkpoints, train
   cfg = _config(data_dir, checkpoint_every_steps=2, keep_checkpoints=3, dropout_rate=0.2)

@@ -20,6 +20,7 @@ A *target* turns a table entry (a block, the stem or the head at its input shape
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -123,7 +124,7 @@ class XlaMeasurer:
             cache_key=None) -> dict:
     import jax
     if cache_key is not None and cache_key in self._cache:  # Compiled before: time again.
-      return timing.time_calls(protocol, self._cache[cache_key])
+      return timing.time_calls(protocol, *self._cache[cache_key])  # compile_s: the first's.
     shape = (protocol['batch_size'],) + tuple(in_shape)
     method, k = protocol['method'], int(protocol['chain'])
     n = k if (method == 'marginal' and chain_inputs and k > 1) else 1
@@ -155,16 +156,21 @@ class XlaMeasurer:
       chained = lambda: jax.block_until_ready(fn(vs, xs, on_flag))
       chained()
     single()
-    stats = timing.time_calls(protocol, single, chained, k, time.perf_counter() - t0)
+    compile_s = time.perf_counter() - t0
+    stats = timing.time_calls(protocol, single, chained, k, compile_s)
     if cache_key is not None:
       while len(self._cache) >= self.CACHE:
         self._cache.pop(next(iter(self._cache)))
-      self._cache[cache_key] = single
+      self._cache[cache_key] = (single, chained, k, compile_s)
     return stats
 
   def measure_entry(self, spec: dict, protocol: Mapping[str, Any]) -> dict:
+    """The entry's program is kept, so a re-measurement (`timing.measure_robust`) times the
+    same program again instead of compiling it again (same variables, same inputs)."""
     module, in_shape = entries.entry_module(spec, protocol['depthwise_impl'])
-    return self._time(module, in_shape, protocol, chain_inputs=True)
+    key = ('entry', json.dumps(spec, sort_keys=True), protocol['batch_size'], protocol['seed'],
+           protocol['depthwise_impl'], protocol['method'], protocol['chain'])
+    return self._time(module, in_shape, protocol, chain_inputs=True, cache_key=key)
 
   def measure_arch(self, arch_str: str, num_classes: int, protocol: Mapping[str, Any]) -> dict:
     """End to end; the compiled model is kept, so measuring it again is cheap."""

@@ -116,9 +116,17 @@ class Evaluator:
       return 'skip', None
     return 'evaluate', None
 
+  def evaluate_all(self, step: int, cands: list[Candidate], proxy: Proxy | None = None):
+    """`evaluate` each of `cands` in turn, yielding each when done. While one runs its proxy,
+    the next is prepared when it will run one too and the proxy has `prepare(arch)` (the
+    training proxy compiles its programs on a thread: `mnas.search.multi_trial.TrainProxy`)."""
+    for i, cand in enumerate(cands):
+      yield self.evaluate(step, cand, proxy, prepare=cands[i + 1] if i + 1 < len(cands) else None)
+
   def evaluate(self, step: int, cand: Candidate, proxy: Proxy | None = None,
-               extra: dict | None = None) -> Candidate:
-    """Evaluates `cand` (or takes its earlier result) and records it; returns it filled in."""
+               extra: dict | None = None, prepare: Candidate | None = None) -> Candidate:
+    """Evaluates `cand` (or takes its earlier result) and records it; returns it filled in.
+    `prepare`: the candidate to prepare while this one runs its proxy (`evaluate_all`)."""
     what, row = self.action(step, cand)
     if what == 'earlier':
       cand.status, cand.accuracy, cand.reward = row['status'], row['accuracy'], row['reward']
@@ -136,7 +144,11 @@ class Evaluator:
       cand.reason = (f'skipped: predicted latency {cand.latency_ms:.2f} ms > max_latency_ms '
                      f'{self.max_latency_ms}')
     else:
-      self.run_proxy(cand, proxy or self.proxy)
+      proxy = proxy or self.proxy
+      if (prepare is not None and hasattr(proxy, 'prepare') and prepare.arch.id != cand.arch.id
+          and self.action(step, prepare)[0] == 'evaluate'):
+        proxy.prepare(prepare.arch)
+      self.run_proxy(cand, proxy)
       failed = cand.status == 'failed'
     if failed:
       cand.reward = self.failure_reward

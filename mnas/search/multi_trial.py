@@ -22,6 +22,7 @@ candidates that need training to every process (`mnas.search.candidate_parallel`
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import time
 
@@ -79,16 +80,47 @@ def make_proxy(config: ml_collections.ConfigDict) -> Proxy:
   return train_proxy(config) if config.proxy.kind == 'train' else nasbench.proxy_for(config)
 
 
-def train_proxy(config: ml_collections.ConfigDict) -> Proxy:
-  """The proxy task: `arch -> TrainResult` (`mnas.train.train_candidate` with config.train).
+class TrainProxy:
+  """The proxy task: `arch -> TrainResult` (`mnas.train.train_candidate` on `train_config`,
+  `budget_steps` if given, else the config's).
 
-  A candidate trains on this process's devices only, whatever the number of processes.
+  `prepare(arch)` names the candidate to train next: its programs are compiled on a
+  background thread (`mnas.train.compile_ahead`) once the current candidate's first step is
+  done (its own compile over), so the two compiles do not compete for the cores.
+  `Evaluator.evaluate_all` calls it. A candidate trains on this process's devices only,
+  whatever the number of processes.
   """
-  from mnas import train as train_lib
-  def proxy(arch):
-    return train_lib.train_candidate(arch, config.train, workdir=None, seed=config.seed,
+
+  def __init__(self, train_config, seed: int, budget_steps: int | None = None):
+    self.config, self.seed, self.budget_steps = train_config, seed, budget_steps
+    self._ahead = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='compile_ahead')
+    self._next = None
+
+  def prepare(self, arch) -> None:
+    self._next = arch
+
+  def __call__(self, arch):
+    from mnas import train as train_lib
+
+    def compile_next(step, metrics):
+      if self._next is not None:
+        self._ahead.submit(self._compile, self._next)
+        self._next = None
+    return train_lib.train_candidate(arch, self.config, workdir=None, seed=self.seed,
+                                     budget_steps=self.budget_steps, callbacks=[compile_next],
                                      devices=jax.local_devices())
-  return proxy
+
+  def _compile(self, arch) -> None:
+    from mnas import train as train_lib
+    try:
+      train_lib.compile_ahead(arch, self.config, jax.local_devices())
+    except Exception as e:  # It compiles again when it trains, and fails there if it must.
+      logging.warning('compiling %s ahead of time failed: %s', arch.id, e)
+
+
+def train_proxy(config: ml_collections.ConfigDict) -> Proxy:
+  """The proxy task of a search config: a `TrainProxy` on `config.train`."""
+  return TrainProxy(config.train, config.seed)
 
 
 def decode(space, config, indices) -> search_spaces.Architecture:
@@ -165,8 +197,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
       if jax.process_count() > 1:
         candidate_parallel.evaluate(evaluator, step, cands, plan_id=plans)
         plans += 1
-      for c in cands:
-        evaluator.evaluate(step, c)
+      for c in evaluator.evaluate_all(step, cands):
         logging.info('step %d/%d slot %d %s: %s acc=%s lat=%.2fms reward=%.4f %s', step + 1,
                      config.num_steps, c.slot, c.arch.id, c.status,
                      None if c.accuracy is None else round(c.accuracy, 4), c.latency_ms,

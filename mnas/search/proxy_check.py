@@ -30,6 +30,7 @@ from absl import logging
 import search_spaces
 from mnas import config as config_lib, jsonfile, metrics, workdir as workdir_lib
 from mnas.errors import ConfigError
+from mnas.search import multi_trial
 from mnas.search.evaluation import Candidate, Evaluator
 from mnas.search.store import Store
 
@@ -95,24 +96,25 @@ def run(config, workdir: str, *, train_fn=None) -> dict:
   `train_fn(arch, config.train, budget_steps) -> TrainResult` (default
   `mnas.train.train_candidate`) can be injected, e.g. a fake in tests.
   """
-  from mnas import train as train_lib
-  train_fn = train_fn or (lambda arch, cfg, steps: train_lib.train_candidate(
-      arch, cfg, budget_steps=steps, seed=config.seed))
   archs = sample(config)
   steps = {'proxy': int(config.train.num_train_steps),
            'reference': int(round(config.reference_factor * config.train.num_train_steps))}
+
+  def proxy(n: int):  # The training proxy compiles the next architecture while one trains.
+    if train_fn is None:
+      return multi_trial.TrainProxy(config.train, config.seed, budget_steps=n)
+    return lambda arch: train_fn(arch, config.train, n)
   os.makedirs(workdir, exist_ok=True)
   store = Store(os.path.join(workdir, 'results.sqlite'))
   acc = {s: np.full(len(archs), np.nan) for s in STAGES}
   try:
     for stage in STAGES:
       evaluator = Evaluator(store, stage=stage, reuse=False, num_classes=config.num_classes,
-                            proxy=lambda a, n=steps[stage]: train_fn(a, config.train, n))
-      for i, arch in enumerate(archs):
-        cand = evaluator.evaluate(0, Candidate(i, arch))
-        acc[stage][i] = cand.accuracy if cand.ok else np.nan
-        logging.info('proxy-check %s %d/%d (%d steps) %s: %s accuracy %s', stage, i + 1,
-                     len(archs), steps[stage], arch.id, cand.status,
+                            proxy=proxy(steps[stage]))
+      for cand in evaluator.evaluate_all(0, [Candidate(i, a) for i, a in enumerate(archs)]):
+        acc[stage][cand.slot] = cand.accuracy if cand.ok else np.nan
+        logging.info('proxy-check %s %d/%d (%d steps) %s: %s accuracy %s', stage,
+                     cand.slot + 1, len(archs), steps[stage], cand.arch.id, cand.status,
                      'n/a' if not cand.ok else f'{cand.accuracy:.4f}')
   finally:
     store.close()
