@@ -158,10 +158,11 @@ class Steps:
 
   `init(seed)`, `train(state, batch, lr)` and `evaluate(params, batch_stats, batch)` run
   programs compiled once per batch shape and kept here. They compile on first use, or ahead
-  of time: `compile(batch_size, eval_batch_size)` compiles all three for those global batch
-  sizes (on a thread, while another candidate trains: `mnas.train.compile_ahead`); a call
-  that needs a program being compiled waits for it rather than compiling it twice. A group
-  that spans processes runs its pmapped functions directly (compiled by JAX on first call).
+  of time: `compile(batch_size, eval_batch_size)` compiles them for those global batch sizes
+  on another thread (while another candidate trains: `mnas.train.compile_ahead`; while this
+  one initialises: `mnas.train`). Each program compiles once: a call that needs one being
+  compiled on another thread waits for it. A group that spans processes runs its pmapped
+  functions directly (compiled by JAX on first call).
   """
 
   def __init__(self, model, tx: optax.GradientTransformation, init_fn: Callable,
@@ -170,6 +171,7 @@ class Steps:
     self._init_fn = init_fn                       # jit: rng -> host TrainState.
     self._fns = {'train': train_fn, 'evaluate': eval_fn}  # pmapped.
     self._programs: dict = {}                     # name or (name, image shape) -> Compiled.
+    self._locks: dict = {}                        # The same keys -> the lock of its compile.
     self._lock = threading.Lock()
     self._local = not parallel.spans_processes(devices)
 
@@ -186,12 +188,11 @@ class Steps:
     """`eval_step`'s sums, summed over the devices (with a device axis)."""
     return self._program('evaluate', params, batch_stats, batch)(params, batch_stats, batch)
 
-  def compile(self, batch_size: int, eval_batch_size: int) -> None:
-    """Compiles init, train and evaluate now, for these global batch sizes (see the class)."""
+  def compile(self, batch_size: int, eval_batch_size: int, init: bool = True) -> None:
+    """Compiles train, evaluate and (with `init`) init now, for these global batch sizes."""
     if not self._local:
       return
     key = jax.random.PRNGKey(0)
-    self._compile_init(key)
     n, res = len(self.devices), self.model.arch.resolution
     shapes = jax.eval_shape(self._init_fn, key)
     rep = lambda tree: jax.tree.map(
@@ -208,27 +209,32 @@ class Steps:
                   jax.ShapeDtypeStruct((), jnp.float32))
     self._program('evaluate', rep(shapes.ema_params), rep(shapes.ema_batch_stats),
                   batch(eval_batch_size, True))
+    if init:
+      self._compile_init(key)
 
   def _compile_init(self, key):
-    with self._lock:
-      if 'init' not in self._programs:  # XLA's cheapest optimisation level halves the
-        # compile time of the ~100 random initialisers (deterministic all the same).
-        self._programs['init'] = self._init_fn.lower(key).compile(
-            compiler_options=_FAST_COMPILE)
-      return self._programs['init']
+    # XLA's cheapest optimisation level halves the compile time of the ~100 random
+    # initialisers (deterministic all the same).
+    return self._compiled('init', lambda: self._init_fn.lower(key).compile(
+        compiler_options=_FAST_COMPILE))
 
   def _program(self, name: str, *args) -> Callable:
-    """The program of `name` for the batch (the last argument) shape: compiled (or being
-    compiled, then waited for) here, else compiled now from these arguments."""
+    """The program of `name` for the shape of the batch (the argument after the state)."""
     if not self._local:
       return self._fns[name]
     key = (name, tuple(args[-1 if name == 'evaluate' else 1]['image'].shape))
+    return self._compiled(key, lambda: self._fns[name].lower(*args).compile())
+
+  def _compiled(self, key, compile: Callable[[], Any]):
+    """The program under `key`, made by `compile()` once (other threads wait for it)."""
     program = self._programs.get(key)
     if program is None:
       with self._lock:
-        if key not in self._programs:
-          self._programs[key] = self._fns[name].lower(*args).compile()
-        program = self._programs[key]
+        lock = self._locks.setdefault(key, threading.Lock())
+      with lock:
+        program = self._programs.get(key)
+        if program is None:
+          program = self._programs[key] = compile()
     return program
 
 

@@ -38,6 +38,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import threading
 import time
 from typing import Callable, Sequence
 
@@ -212,6 +213,9 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
                total_steps / steps_per_epoch, td.num_examples, batch_size, len(devices),
                optim.peak_learning_rate(config))
 
+  # The train and evaluation programs compile on a thread while the initialisation compiles
+  # and runs here (nothing to do when they were compiled ahead: `compile_ahead`).
+  threading.Thread(target=_compile_quietly, args=(steps, config, td), daemon=True).start()
   host_state = (steps.init(seed) if init_variables is None
                 else state_from_variables(steps, init_variables, seed))
   ckpt = None
@@ -377,6 +381,15 @@ def compile_ahead(arch: Architecture, config,
   td = training_data(config)
   steps = make_steps(arch, td.num_classes, config, list(devices or jax.devices()))
   steps.compile(td.batch_size, int(config.eval_batch_size or td.batch_size))
+
+
+def _compile_quietly(steps: Steps, config, td: TrainingData) -> None:
+  """`Steps.compile` of the train and eval programs; a failure is left to the call that
+  needs the program (it compiles again and raises there)."""
+  try:
+    steps.compile(td.batch_size, int(config.eval_batch_size or td.batch_size), init=False)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.debug('compiling the steps on a thread failed: %s', e)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
