@@ -206,23 +206,27 @@ def test_a_relative_latency_target_is_a_quantile_of_the_space_and_is_kept(tmp_pa
 
 def test_the_next_candidate_is_prepared_while_one_runs_its_proxy(tmp_path):
   """Evaluator.evaluate_all: while a candidate runs the proxy, the proxy prepares (the
-  training proxy compiles) the next one if that one will run it too; not one it reuses."""
+  training proxy compiles) the next one if that one will run it too; not one it reuses.
+  Evaluator.prepare: at once (a step's first candidate, while its latency is measured)."""
   import numpy as np
   import search_spaces
   from mnas.search.evaluation import Candidate, Evaluator, Outcome
   calls = []
 
   class Proxy:
-    def prepare(self, arch):
-      calls.append(('prepare', arch.id))
+    def prepare(self, arch, now=False):
+      calls.append(('prepare now' if now else 'prepare', arch.id))
 
     def __call__(self, arch):
       calls.append(('run', arch.id))
       return Outcome('done', 0.5)
   space = search_spaces.get_space('tiny')
-  a, b, c = (space.sample(np.random.default_rng(i)) for i in range(3))
+  a, b, c, d = (space.sample(np.random.default_rng(i)) for i in range(4))
   evaluator = Evaluator(store_lib.Store(str(tmp_path / 'results.sqlite')), proxy=Proxy())
   cands = [Candidate(0, a), Candidate(1, b), Candidate(2, a), Candidate(3, c)]
   assert [x.status for x in evaluator.evaluate_all(0, cands)] == ['done', 'done', 'reused',
                                                                   'done']
   assert calls == [('prepare', b.id), ('run', a.id), ('run', b.id), ('run', c.id)]
+  evaluator.prepare(1, Candidate(0, a))  # Reused: nothing to prepare.
+  evaluator.prepare(1, Candidate(0, d))
+  assert calls[4:] == [('prepare now', d.id)]

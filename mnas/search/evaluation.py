@@ -116,6 +116,13 @@ class Evaluator:
       return 'skip', None
     return 'evaluate', None
 
+  def prepare(self, step: int, cand: Candidate, proxy: Proxy | None = None) -> None:
+    """Starts preparing `cand` now if it will run the proxy and the proxy can
+    (`prepare(arch, now=True)`: the training proxy compiles its programs on a thread)."""
+    proxy = proxy or self.proxy
+    if hasattr(proxy, 'prepare') and self.action(step, cand)[0] == 'evaluate':
+      proxy.prepare(cand.arch, now=True)
+
   def evaluate_all(self, step: int, cands: list[Candidate], proxy: Proxy | None = None):
     """`evaluate` each of `cands` in turn, yielding each when done. While one runs its proxy,
     the next is prepared when it will run one too and the proxy has `prepare(arch)` (the

@@ -96,8 +96,12 @@ class TrainProxy:
     self._ahead = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='compile_ahead')
     self._next = None
 
-  def prepare(self, arch) -> None:
-    self._next = arch
+  def prepare(self, arch, now: bool = False) -> None:
+    """Compiles `arch` ahead: `now`, or once the current candidate's first step is done."""
+    if now:
+      self._ahead.submit(self._compile, arch)
+    else:
+      self._next = arch
 
   def __call__(self, arch):
     from mnas import train as train_lib
@@ -191,9 +195,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
       t0 = time.time()
       idx = np.asarray(controller.sample(state, jax.random.fold_in(rng, step),
                                          config.candidates_per_step), np.int32)
-      archs = [decode(space, config, i) for i in idx]
-      lat = np.asarray(predictor.predict_batch(archs), np.float64)
-      cands = [Candidate(s, archs[s], idx[s], float(lat[s])) for s in range(len(archs))]
+      cands = [Candidate(s, decode(space, config, i), i) for s, i in enumerate(idx)]
+      # The first candidate compiles while the table's new entries are measured (in a worker
+      # process on its own core, timed by its CPU clock).
+      evaluator.prepare(step, cands[0])
+      lat = np.asarray(predictor.predict_batch([c.arch for c in cands]), np.float64)
+      for c, ms in zip(cands, lat):
+        c.latency_ms = float(ms)
       if jax.process_count() > 1:
         candidate_parallel.evaluate(evaluator, step, cands, plan_id=plans)
         plans += 1
