@@ -219,7 +219,7 @@ class Steps:
         compiler_options=_FAST_COMPILE))
 
   def _program(self, name: str, *args) -> Callable:
-    """The program of `name` for the shape of the batch (the argument after the state)."""
+    """The program of `name` for the shape of the batch argument (compiled here once)."""
     if not self._local:
       return self._fns[name]
     key = (name, tuple(args[-1 if name == 'evaluate' else 1]['image'].shape))
