@@ -64,6 +64,7 @@ def _standalone(net, variables, arch, x, train):
   return model.apply(v, x, train=False)
 
 
+@pytest.mark.slow  # ~40 s: every one of ~150 architectures; the tiny-space test below samples.
 def test_every_architecture_of_a_small_space_equals_its_standalone_model():
   net = supernet.Supernet.create(SMALL, num_classes=10, depthwise_impl='grouped')
   variables = _perturbed(net.init(0))
