@@ -12,9 +12,10 @@ pipeline), first step (the train step's compile), the other steps, and the final
 (its compile included); overhead is everything but the steps, as a share of the candidate's
 time. With `--ahead 1` the next candidate of the same controller step is compiled on a
 thread while one trains, as the search does; a step holds `--per_step` candidates (0: the
-config's candidates_per_step), so the first of each step compiles as it starts. `--ahead 0`
-is the before. Run it on a quiet machine (compare runs made in one sitting) and say how
-loaded it was.
+config's candidates_per_step), so the first of each step compiles as it starts (its train
+and evaluation programs beside its initialisation, as in every run). `--ahead 0` compiles
+each candidate as it starts. Run it on a quiet machine (compare runs made in one sitting)
+and say how loaded it was.
 """
 
 from __future__ import annotations

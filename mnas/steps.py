@@ -158,11 +158,13 @@ class Steps:
 
   `init(seed)`, `train(state, batch, lr)` and `evaluate(params, batch_stats, batch)` run
   programs compiled once per batch shape and kept here. They compile on first use, or ahead
-  of time: `compile(batch_size, eval_batch_size)` compiles them for those global batch sizes
-  on another thread (while another candidate trains: `mnas.train.compile_ahead`; while this
+  of time: `compile(batch_size, eval_batch_size)` compiles them for those global batch sizes,
+  called on a thread (while another candidate trains: `mnas.train.compile_ahead`; while this
   one initialises: `mnas.train`). Each program compiles once: a call that needs one being
-  compiled on another thread waits for it. A group that spans processes runs its pmapped
-  functions directly (compiled by JAX on first call).
+  compiled on another thread waits for it. Programs are told apart by the batch's shape: the
+  state's structure is the one `init` makes. With several processes the pmapped functions
+  run directly (JAX compiles them on first call and converts host-local arrays, which a
+  compiled program would not).
   """
 
   def __init__(self, model, tx: optax.GradientTransformation, init_fn: Callable,
@@ -173,7 +175,7 @@ class Steps:
     self._programs: dict = {}                     # name or (name, image shape) -> Compiled.
     self._locks: dict = {}                        # The same keys -> the lock of its compile.
     self._lock = threading.Lock()
-    self._local = not parallel.spans_processes(devices)
+    self._local = jax.process_count() == 1
 
   def init(self, seed: int) -> TrainState:
     """A fresh host (unreplicated) state."""

@@ -206,8 +206,9 @@ def test_a_relative_latency_target_is_a_quantile_of_the_space_and_is_kept(tmp_pa
 
 def test_the_next_candidate_is_prepared_while_one_runs_its_proxy(tmp_path):
   """Evaluator.evaluate_all: while a candidate runs the proxy, the proxy prepares (the
-  training proxy compiles) the next one if that one will run it too; not one it reuses.
-  Evaluator.prepare: at once (a step's first candidate, while its latency is measured)."""
+  training proxy compiles) the next one if that one will run it too; not one it reuses; at
+  once when the current one does not run it. Evaluator.prepare: at once (a step's first
+  candidate, while its latency is measured)."""
   import numpy as np
   import search_spaces
   from mnas.search.evaluation import Candidate, Evaluator, Outcome
@@ -226,7 +227,42 @@ def test_the_next_candidate_is_prepared_while_one_runs_its_proxy(tmp_path):
   cands = [Candidate(0, a), Candidate(1, b), Candidate(2, a), Candidate(3, c)]
   assert [x.status for x in evaluator.evaluate_all(0, cands)] == ['done', 'done', 'reused',
                                                                   'done']
-  assert calls == [('prepare', b.id), ('run', a.id), ('run', b.id), ('run', c.id)]
+  assert calls == [('prepare', b.id), ('run', a.id), ('run', b.id),  # a reused: c at once.
+                   ('prepare now', c.id), ('run', c.id)]
   evaluator.prepare(1, Candidate(0, a))  # Reused: nothing to prepare.
   evaluator.prepare(1, Candidate(0, d))
-  assert calls[4:] == [('prepare now', d.id)]
+  assert calls[5:] == [('prepare now', d.id)]
+
+
+def test_the_training_proxy_compiles_the_next_candidate_after_the_first_step(monkeypatch):
+  """TrainProxy: `prepare(arch)` compiles it once the current run's first step is done, once;
+  a run that fails before its first step does not hand it on to a later run."""
+  import threading
+  from mnas import train
+  from mnas.search.evaluation import Outcome
+  compiled, done = [], threading.Event()
+
+  def compile_ahead(arch, config, devices):
+    compiled.append(arch)
+    done.set()
+
+  def train_candidate(arch, config, workdir, seed, budget_steps, callbacks, devices):
+    if arch == 'fails':
+      raise RuntimeError('before its first step')
+    assert not compiled  # Nothing before the first step.
+    for step in (1, 2, 3):
+      for cb in callbacks:
+        cb(step, {})
+    return Outcome('done', 0.5)
+  monkeypatch.setattr(train, 'compile_ahead', compile_ahead)
+  monkeypatch.setattr(train, 'train_candidate', train_candidate)
+  proxy = multi_trial.TrainProxy(search_common.base_config().train, seed=0)
+  proxy.prepare('next')
+  proxy('current')
+  assert done.wait(10) and compiled == ['next']
+  proxy.prepare('stale')
+  with pytest.raises(RuntimeError):
+    proxy('fails')
+  compiled.clear()
+  proxy('later')
+  assert compiled == []

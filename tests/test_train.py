@@ -180,7 +180,9 @@ def test_a_candidate_compiled_ahead_trains_on_those_programs(data_dir, monkeypat
   from mnas import train
   cfg = _config(data_dir, eval_batch_size=20, log_every_steps=10)
   arch = _arch(SMALL.replace('k3_s2_e3', 'k5_s2_e3'))
-  first_use = train.train_candidate(arch, cfg, budget_steps=3, seed=1)
+  with monkeypatch.context() as m:  # Every program compiled on first use, from the arguments.
+    m.setattr(train, '_compile_quietly', lambda *args: None)
+    first_use = train.train_candidate(arch, cfg, budget_steps=3, seed=1)
   steps_lib.release_compiled()
   ahead = threading.Thread(target=train.compile_ahead, args=(arch, cfg))
   ahead.start()

@@ -174,7 +174,12 @@ def open_runner(target: str, threads: int, batch_size: int, depthwise_impl: str,
     make_measurer(target, threads, batch_size, depthwise_impl)  # Raises the explanation.
   if target == 'litert-cpu':
     litert.require_litert()  # Fail fast and clearly, before starting anything.
-  configured = targets.process_has_flags(threads) and (not pin or _affinity() <= threads)
-  if configured or target == 'gpu':
+  if not in_worker(target, threads, pin):
     return InProcess(target, threads, batch_size, depthwise_impl)
   return Worker(target, threads, batch_size, depthwise_impl, log_path, pin)
+
+
+def in_worker(target: str, threads: int, pin: bool) -> bool:
+  """Whether `open_runner` measures in a worker process rather than in this one."""
+  configured = targets.process_has_flags(threads) and (not pin or _affinity() <= threads)
+  return not (configured or target == 'gpu')

@@ -170,6 +170,8 @@ class XlaMeasurer:
     module, in_shape = entries.entry_module(spec, protocol['depthwise_impl'])
     key = ('entry', json.dumps(spec, sort_keys=True), protocol['batch_size'], protocol['seed'],
            protocol['depthwise_impl'], protocol['method'], protocol['chain'])
+    for old in [k for k in self._cache if k[0] == 'entry' and k != key]:
+      del self._cache[old]  # Re-measurements follow at once: one entry's program is enough.
     return self._time(module, in_shape, protocol, chain_inputs=True, cache_key=key)
 
   def measure_arch(self, arch_str: str, num_classes: int, protocol: Mapping[str, Any]) -> dict:

@@ -124,17 +124,21 @@ class Evaluator:
       proxy.prepare(cand.arch, now=True)
 
   def evaluate_all(self, step: int, cands: list[Candidate], proxy: Proxy | None = None):
-    """`evaluate` each of `cands` in turn, yielding each when done. While one runs its proxy,
-    the next is prepared when it will run one too and the proxy has `prepare(arch)` (the
-    training proxy compiles its programs on a thread: `mnas.search.multi_trial.TrainProxy`)."""
+    """`evaluate` each of `cands` in turn, yielding each when done. While one runs its proxy
+    (or at once, when it does not run it), the next is prepared if it will run the proxy and
+    the proxy has `prepare(arch)` (the training proxy compiles its programs on a thread:
+    `mnas.search.multi_trial.TrainProxy`)."""
     for i, cand in enumerate(cands):
       yield self.evaluate(step, cand, proxy, prepare=cands[i + 1] if i + 1 < len(cands) else None)
 
   def evaluate(self, step: int, cand: Candidate, proxy: Proxy | None = None,
                extra: dict | None = None, prepare: Candidate | None = None) -> Candidate:
     """Evaluates `cand` (or takes its earlier result) and records it; returns it filled in.
-    `prepare`: the candidate to prepare while this one runs its proxy (`evaluate_all`)."""
+    `prepare`: the candidate to prepare while this one runs its proxy, or at once when this
+    one does not run it (`evaluate_all`)."""
     what, row = self.action(step, cand)
+    if what != 'evaluate' and prepare is not None:
+      self.prepare(step, prepare, proxy)
     if what == 'earlier':
       cand.status, cand.accuracy, cand.reward = row['status'], row['accuracy'], row['reward']
       cand.reason, cand.train_seconds = row['reason'], row['train_seconds'] or 0.0

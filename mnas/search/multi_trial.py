@@ -86,7 +86,7 @@ class TrainProxy:
 
   `prepare(arch)` names the candidate to train next: its programs are compiled on a
   background thread (`mnas.train.compile_ahead`) once the current candidate's first step is
-  done (its own compile over), so the two compiles do not compete for the cores.
+  done (its train program compiled; its evaluation program may still be compiling).
   `Evaluator.evaluate_all` calls it. A candidate trains on this process's devices only,
   whatever the number of processes.
   """
@@ -105,11 +105,13 @@ class TrainProxy:
 
   def __call__(self, arch):
     from mnas import train as train_lib
+    following, self._next = self._next, None  # Not kept for another run if this one fails.
 
     def compile_next(step, metrics):
-      if self._next is not None:
-        self._ahead.submit(self._compile, self._next)
-        self._next = None
+      nonlocal following
+      if following is not None:
+        self._ahead.submit(self._compile, following)
+        following = None
     return train_lib.train_candidate(arch, self.config, workdir=None, seed=self.seed,
                                      budget_steps=self.budget_steps, callbacks=[compile_next],
                                      devices=jax.local_devices())
@@ -189,6 +191,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
     logging.info('resuming the search at controller step %d (%d evaluations in the store)',
                  start, finished)
   writer = SearchWriter(os.path.join(workdir, 'tensorboard'), space, config)
+  # A compile may run beside the latency measurements only when they run in a worker process
+  # pinned to one CPU and timed by its CPU clock (mnas.latency.runner).
+  from mnas.latency import runner
+  lat = config.latency
+  measured_elsewhere = (lat.target in ('xla-cpu', 'litert-cpu') and lat.pin
+                        and int(lat.threads) == 1 and lat.clock in ('auto', 'cpu')
+                        and runner.in_worker(lat.target, int(lat.threads), lat.pin))
   t_start, end, plans = time.time(), start, 0
   try:
     for step in range(start, config.num_steps):
@@ -196,9 +205,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
       idx = np.asarray(controller.sample(state, jax.random.fold_in(rng, step),
                                          config.candidates_per_step), np.int32)
       cands = [Candidate(s, decode(space, config, i), i) for s, i in enumerate(idx)]
-      # The first candidate compiles while the table's new entries are measured (in a worker
-      # process on its own core, timed by its CPU clock).
-      evaluator.prepare(step, cands[0])
+      if measured_elsewhere:  # The first candidate compiles while the table's new entries
+        evaluator.prepare(step, cands[0])  # are measured, not disturbing them (see there).
       lat = np.asarray(predictor.predict_batch([c.arch for c in cands]), np.float64)
       for c, ms in zip(cands, lat):
         c.latency_ms = float(ms)
