@@ -124,7 +124,8 @@ def _train_and_eval_outputs(model, variables, x):
 # (forward) on MnasNet-A1 (SE with the sigmoid gate). tests/test_ops.py pins the fused batch
 # norm's values and gradients for every activation (ReLU6 included) on its own.
 @pytest.mark.parametrize('name,dtype', [('mobilenet_v3_small', 'float64'),
-                                        ('mnasnet_a1', 'float32')])
+                                        pytest.param('mnasnet_a1', 'float32',
+                                                     marks=pytest.mark.slow)])  # ~28 s.
 def test_fused_layers_match_flax_layers(name, dtype):
   """layer_impl 'fused' (dot 1x1 convs, fused batch norm + activation; the CPU default) has
   the parameters of 'flax' (nn.Conv, nn.BatchNorm + activation) and computes the same
