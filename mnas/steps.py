@@ -168,9 +168,11 @@ class Steps:
   """
 
   def __init__(self, model, tx: optax.GradientTransformation, init_fn: Callable,
-               train_fn: Callable, eval_fn: Callable, devices: tuple, num_params: int):
-    self.model, self.tx, self.devices, self.num_params = model, tx, devices, num_params
+               train_fn: Callable, eval_fn: Callable, devices: tuple):
+    self.model, self.tx, self.devices = model, tx, devices
     self._init_fn = init_fn                       # jit: rng -> host TrainState.
+    self._shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(0))  # The state's.
+    self.num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(self._shapes.params)))
     self._fns = {'train': train_fn, 'evaluate': eval_fn}  # pmapped.
     self._programs: dict = {}                     # name or (name, image shape) -> Compiled.
     self._locks: dict = {}                        # The same keys -> the lock of its compile.
@@ -195,8 +197,7 @@ class Steps:
     if not self._local:
       return
     key = jax.random.PRNGKey(0)
-    n, res = len(self.devices), self.model.arch.resolution
-    shapes = jax.eval_shape(self._init_fn, key)
+    n, res, shapes = len(self.devices), self.model.arch.resolution, self._shapes
     rep = lambda tree: jax.tree.map(
         lambda x: jax.ShapeDtypeStruct((n,) + x.shape, x.dtype), tree)
 
@@ -287,11 +288,9 @@ def make_steps(arch: Architecture, num_classes: int, config,
                                  devices, in_axes=(0, 0, None), donate_argnums=(0,))
     evaluate = parallel.parallelize(functools.partial(eval_step, model=model), devices,
                                     in_axes=(0, 0, 0))
-    shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
-    num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes.params)))
     if len(_STEPS_CACHE) >= _STEPS_CACHE_SIZE:
       release_compiled()
-    steps = _STEPS_CACHE[key] = Steps(model, tx, init, train, evaluate, devices, num_params)
+    steps = _STEPS_CACHE[key] = Steps(model, tx, init, train, evaluate, devices)
     return steps
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Mapping
 
-from mnas.latency import litert, targets
+from mnas.latency import litert, targets, timing
 from mnas.latency.targets import MEASURABLE, TargetUnavailableError
 
 REPLY = '@@latency '
@@ -183,3 +183,11 @@ def in_worker(target: str, threads: int, pin: bool) -> bool:
   """Whether `open_runner` measures in a worker process rather than in this one."""
   configured = targets.process_has_flags(threads) and (not pin or _affinity() <= threads)
   return not (configured or target == 'gpu')
+
+
+def measured_apart(latency_config) -> bool:
+  """Whether work in this process leaves the measurements of a latency config undisturbed:
+  they run in a worker process pinned to its CPUs and timed by its own CPU clock."""
+  c = latency_config
+  clock = timing.default_clock(c.target, int(c.threads)) if c.clock == 'auto' else c.clock
+  return clock == 'cpu' and bool(c.pin) and in_worker(c.target, int(c.threads), c.pin)

@@ -191,13 +191,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
     logging.info('resuming the search at controller step %d (%d evaluations in the store)',
                  start, finished)
   writer = SearchWriter(os.path.join(workdir, 'tensorboard'), space, config)
-  # A compile may run beside the latency measurements only when they run in a worker process
-  # pinned to one CPU and timed by its CPU clock (mnas.latency.runner).
   from mnas.latency import runner
-  lat = config.latency
-  measured_elsewhere = (lat.target in ('xla-cpu', 'litert-cpu') and lat.pin
-                        and int(lat.threads) == 1 and lat.clock in ('auto', 'cpu')
-                        and runner.in_worker(lat.target, int(lat.threads), lat.pin))
+  measured_apart = runner.measured_apart(config.latency)  # A compile may run beside them.
   t_start, end, plans = time.time(), start, 0
   try:
     for step in range(start, config.num_steps):
@@ -205,7 +200,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
       idx = np.asarray(controller.sample(state, jax.random.fold_in(rng, step),
                                          config.candidates_per_step), np.int32)
       cands = [Candidate(s, decode(space, config, i), i) for s, i in enumerate(idx)]
-      if measured_elsewhere:  # The first candidate compiles while the table's new entries
+      if measured_apart:  # The first candidate compiles while the table's new entries
         evaluator.prepare(step, cands[0])  # are measured, not disturbing them (see there).
       lat = np.asarray(predictor.predict_batch([c.arch for c in cands]), np.float64)
       for c, ms in zip(cands, lat):
