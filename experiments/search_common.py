@@ -113,15 +113,17 @@ def add_pipeline(c: ml_collections.ConfigDict) -> None:
   c.compare.multipliers = tuple(m / 20 for m in range(2, 41))  # 0.1, 0.15, ..., 2.0.
 
 
-def cpu_pipeline(c: ml_collections.ConfigDict, resolution: int = 32) -> None:
-  """A CPU-sized pipeline on the embedded dataset (~10-15 minutes on 2 cores, most of it
-  XLA compiling each new network): 2 search candidates, 2 NetAdapt iterations of 2 sampled
-  proposals, 400 steps of final training per model, references on a coarse width grid."""
+def cpu_pipeline(c: ml_collections.ConfigDict, resolution: int = 64) -> None:
+  """A CPU-sized pipeline on the embedded dataset (~30 minutes on 2 cores): 2 search
+  candidates of 600 steps, 2 NetAdapt iterations of 2 sampled proposals, 1,200 steps of final
+  training per model (`experiments/train.py:short_proxy_64`: these networks downsample 32x and
+  learn nothing at 32x32), references on a coarse width grid, T = the space's median."""
   cpu_proxy(c, resolution)
-  c.train.batch_size = 32
-  c.train.num_train_steps = 100
-  c.train.min_area = 1.0  # No random-crop zoom at 32x32: the shapes must stay whole.
-  c.train.log_every_steps = 50
+  c.train = train_config.get_config('short_proxy_64')
+  c.train.num_train_steps = 600
+  c.train.log_every_steps = 100
+  c.reward.target_quantile = 0.5  # T relative to the table (mnas/search/target.py).
+  c.reward.target_samples = 10
   c.num_steps = 1
   c.candidates_per_step = 2
   c.latency.calibration_archs = 2
@@ -129,16 +131,11 @@ def cpu_pipeline(c: ml_collections.ConfigDict, resolution: int = 32) -> None:
   c.latency.warmup = 2
   c.latency.min_seconds = 0.01
   c.latency.remeasure = 0
-  c.netadapt.seed_steps = 150
-  c.netadapt.finetune_steps = 50
-  # At 32x32 on xla-cpu ~3/4 of a network's latency is per-call overhead that no layer can
-  # cut, so the paper's 0.01 x the seed is more than most single layers cost: 0.005.
-  c.netadapt.delta_ratio = 0.005
+  c.netadapt.seed_steps = 600
+  c.netadapt.finetune_steps = 100
   c.netadapt.target_ratio = 0.97
   c.netadapt.max_iterations = 2
   c.netadapt.proposals_per_iteration = 2
-  c.final = train_config.get_config('mobilenet_v3')
-  c.final.update(dict(dataset='mnas_shapes', resolution=resolution, holdout=None, batch_size=32,
-                      num_train_steps=400, warmup_epochs=0.05, min_area=1.0, data_threads=2,
-                      log_every_steps=100, eval_every_steps=-1, checkpoint_every_steps=500))
+  c.final = train_config.get_config('short_proxy_64')
+  c.final.update(dict(log_every_steps=200, checkpoint_every_steps=600))
   c.compare.multipliers = (0.25, 0.35, 0.5, 0.75, 1.0)

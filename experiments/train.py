@@ -17,6 +17,7 @@ Sources for the paper-scale values:
   [V3]       Howard et al., "Searching for MobileNetV3", ICCV 2019, section 6.1.
   [Goyal]    Goyal et al., "Accurate, Large Minibatch SGD", 2017 (linear lr scaling, warmup).
   [Szegedy]  Szegedy et al., "Rethinking the Inception Architecture", 2016 (label smoothing).
+  [Adam]     Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
 
 Every field is read by mnas/train.py (`train.FIELDS`, `train.RUN_FIELDS`; the optimiser and
 schedule ones by mnas/optim.py), which has no defaults of its own: this config is the one
@@ -39,6 +40,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.resolution = 64  # Input side; None: the arch's own (224 for the references).
   c.num_classes = ml_collections.config_dict.placeholder(int)  # None: from the dataset info.
   c.dropout_rate = 0.2  # [MnasNet] "dropout rate 0.2"; [V3] "dropout of 0.8" (keep prob).
+  # False: the TPU MnasNet code's U(+-1/sqrt(classes)) classifier (for 1000 classes); True:
+  # zeros (big_vision's head_zeroinit), for few classes (see mnas.models.MobileNet).
+  c.head_zeroinit = False
   c.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
   c.depthwise_impl = 'auto'  # mnas.ops depthwise convolution implementation.
 
@@ -58,7 +62,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # --- Optimisation.
   c.batch_size = 64  # Global. [MnasNet] and [V3]: 4096 on TPU.
   c.eval_batch_size = ml_collections.config_dict.placeholder(int)  # None: batch_size.
-  c.optimizer = 'rmsprop'  # [MnasNet], [V3]: RMSProp; or 'sgd' (momentum, optional Nesterov).
+  # [MnasNet], [V3]: RMSProp; or 'sgd' (momentum, optional Nesterov), or 'adam' (b1 = momentum).
+  c.optimizer = 'rmsprop'
   # Learning rate per base_batch_size examples, scaled linearly with the global batch [Goyal].
   # [MnasNet] 0.016 per 256 (= 0.256 at 4096, the TPU code's base_learning_rate);
   # [V3] 0.1 at 4096 (= 0.00625 per 256).
@@ -79,6 +84,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # the TPU MnasNet code uses epsilon 0.001.
   c.rmsprop_epsilon = 1e-3
   c.rmsprop_initial_scale = 1.0  # TF1 RMSPropOptimizer starts the mean square at 1.
+  c.adam_b2 = 0.999  # [Adam] Kingma & Ba 2015's defaults.
+  c.adam_epsilon = 1e-8
   c.weight_decay = 1e-5  # L2 (sum w^2 / 2) on conv/dense kernels: [MnasNet], [V3] 1e-5.
   c.label_smoothing = 0.1  # [Szegedy]; the TPU MnasNet code's label_smoothing 0.1.
   # EMA of weights and batch-norm statistics, used for evaluation; TF's num_updates ramp
@@ -166,7 +173,29 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     c.dropout_rate = 0.0
     c.ema_decay = 0.0  # Evaluate the raw weights: an average over 400 steps lags them.
     c.num_train_steps = 400
+  elif variant == 'short_proxy_64':  # The same set for networks that downsample 32x (issue 14).
+    # MobileNetV3-Small/Large and MnasNet-A1 end at 1x1 on a 32x32 input and learn nothing
+    # there in a short run (proxy32, 400 steps of 64, validation accuracy): MnasNet-A1 0.5
+    # with `short_proxy` at 0.1-0.8 per 256, RMSProp at 0.064, warmup 0.5 epochs, no weight
+    # decay, or Adam: 9-15%, training loss >= 2.15 (1,500 steps of Adam: 15%); V3-Small 0.5
+    # 12%. At 64x64 (the 32x32 images upsampled, 2x2 at the end) with SGD at 0.4: 15%. The
+    # TPU code's classifier init starts these 1,280-wide heads at a loss of 7.2 with 10
+    # classes: zeros start it at ln 10. Adam at 0.008 per 256 with a zero head, 600 steps:
+    # MnasNet-A1 0.5 25.9%, V3-Large 0.25 25.7%; 1,200 steps: MnasNet-A1 0.5 40.7%.
+    c.dataset = 'mnas_shapes/proxy32'
+    c.resolution = 64
+    c.min_area = 1.0
+    c.batch_size = 64
+    c.optimizer = 'adam'  # [Adam] with b1 = momentum 0.9.
+    c.lr = 0.008
+    c.head_zeroinit = True
+    c.warmup_epochs = 0.05
+    c.weight_decay = 5e-5
+    c.label_smoothing = 0.0
+    c.dropout_rate = 0.0
+    c.ema_decay = 0.0
+    c.num_train_steps = 1200
   elif variant:
     raise ValueError(f'unknown variant {variant!r}: "", "imagenet", "mobilenet_v3", '
-                     '"imagenet_proxy" or "short_proxy"')
+                     '"imagenet_proxy", "short_proxy" or "short_proxy_64"')
   return c

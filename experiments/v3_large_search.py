@@ -13,7 +13,7 @@ The command runs MobileNetV3's pipeline (mnas/pipeline.py): this block search, t
 comparison with MobileNetV3-Small/Large and MnasNet-A1 at the same latency target; each stage
 in DIR/<stage>/, skipped when complete (`--config.pipeline=...` for a subset).
 
-CPU-sized, on the embedded dataset at 32x32 (search_common.cpu_pipeline):
+CPU-sized, on the embedded dataset at 64x64 (search_common.cpu_pipeline):
 
   python launch.py search --config experiments/v3_large_search.py:cpu --workdir /tmp/mnas_v3l
 """
@@ -34,8 +34,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   search_common.imagenet_proxy(c)
   search_common.add_pipeline(c)
   if variant == 'cpu':
-    search_common.cpu_pipeline(c, resolution=32)
-    c.reward.target_ms = 1.0  # ms of the xla-cpu table at 32x32.
+    search_common.cpu_pipeline(c)
   elif variant:
     raise ValueError(f'unknown variant {variant!r}: "" (paper scale) or "cpu"')
   return c

@@ -171,6 +171,10 @@ class MobileNet(nn.Module):
   depthwise_impl: str = 'auto'
   bn_axis_name: str | None = None
   layer_impl: str = 'auto'  # 'flax', 'fused' or 'auto': see resolve_layer_impl.
+  # A zero classifier kernel (big_vision's `head_zeroinit`): the first logits are 0, the loss
+  # ln(classes). The TPU code's U(+-1/sqrt(classes)) is made for 1000 classes; for 10 it
+  # starts 1,280-wide heads at a loss of ~7 (MnasNet-A1 at 64x64: 7.19).
+  head_zeroinit: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -197,13 +201,14 @@ class MobileNet(nn.Module):
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     # Logits in the compute dtype (float64 stays float64); the losses (mnas.steps) compute
     # in at least float32.
-    return nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype,
+    head_init = nn.initializers.zeros if self.head_zeroinit else dense_init
+    return nn.Dense(self.num_classes, kernel_init=head_init, dtype=self.dtype,
                     name='classifier')(x)
 
 
 def build_model(arch: Architecture, num_classes: int = 1000, **kwargs) -> MobileNet:
   """The model of an architecture; kwargs: dropout_rate, dtype, depthwise_impl, bn_axis_name,
-  layer_impl."""
+  layer_impl, head_zeroinit."""
   return MobileNet(arch=arch, num_classes=num_classes, **kwargs)
 
 
@@ -237,7 +242,7 @@ def init_leaf(names: Sequence[str], shape: tuple[int, ...], seed: int) -> np.nda
 def init_variables(model: MobileNet, rng, batch_size: int = 1) -> dict:
   """Parameters and batch statistics, drawn on the host with numpy.
 
-  Same distributions as the modules' initialisers (`conv_init`, `dense_init`, BN scale 1 and
+  Same distributions as the modules' initialisers (`conv_init`, `dense_init` or zeros, BN scale 1 and
   bias 0, moving mean 0 and variance 1), but without XLA: compiling the ~100 random
   initialisers of a MobileNet takes XLA:CPU 30-60 s (about 0.4 s each), numpy takes
   milliseconds, and a search initialises thousands of candidates. Deterministic in `rng`
@@ -250,6 +255,8 @@ def init_variables(model: MobileNet, rng, batch_size: int = 1) -> dict:
 
   def leaf(path, s):
     names = [str(getattr(p, 'key', p)) for p in path]
+    if model.head_zeroinit and names[-2:] == ['classifier', 'kernel']:
+      return jnp.zeros(s.shape, s.dtype)
     return jnp.asarray(init_leaf(names, s.shape, seed), s.dtype)
 
   return jax.tree_util.tree_map_with_path(leaf, shapes)

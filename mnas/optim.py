@@ -32,7 +32,7 @@ from mnas import config as cfg
 from mnas.errors import ConfigError
 
 SCHEDULES = ('cosine', 'exponential', 'constant')
-OPTIMIZERS = ('rmsprop', 'sgd', 'momentum')  # 'momentum' is another name for 'sgd'.
+OPTIMIZERS = ('rmsprop', 'sgd', 'momentum', 'adam')  # 'momentum' is another name for 'sgd'.
 
 # The config fields read here and their allowed values (`mnas.config.check`).
 SCHEDULE_RULES = {
@@ -43,7 +43,8 @@ SCHEDULE_RULES = {
 OPTIMIZER_RULES = {
     'optimizer': cfg.one_of(*OPTIMIZERS), 'momentum': cfg.fraction(), 'nesterov': cfg.BOOL,
     'rmsprop_decay': cfg.fraction(), 'rmsprop_epsilon': cfg.above(0),
-    'rmsprop_initial_scale': cfg.NON_NEGATIVE, 'grad_clip_norm': cfg.NON_NEGATIVE}
+    'rmsprop_initial_scale': cfg.NON_NEGATIVE, 'adam_b2': cfg.fraction(),
+    'adam_epsilon': cfg.above(0), 'grad_clip_norm': cfg.NON_NEGATIVE}
 SCHEDULE_FIELDS, OPTIMIZER_FIELDS = tuple(SCHEDULE_RULES), tuple(OPTIMIZER_RULES)
 FIELDS = SCHEDULE_FIELDS + OPTIMIZER_FIELDS
 
@@ -88,7 +89,8 @@ def make_schedule(config, steps_per_epoch: int, total_steps: int) -> Callable[[i
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  """RMSProp (TF1 semantics) or SGD with (Nesterov) momentum; optional global-norm clipping.
+  """RMSProp (TF1 semantics), SGD with (Nesterov) momentum or Adam (b1 = `momentum`);
+  optional global-norm clipping.
 
   The learning rate is an injected hyperparameter (`opt_state.hyperparams`), set by the
   train step from its `lr` argument (`set_learning_rate`), so a schedule change never
@@ -108,6 +110,9 @@ def make_optimizer(config) -> optax.GradientTransformation:
                            eps=config.rmsprop_epsilon,
                            initial_scale=config.rmsprop_initial_scale,
                            eps_in_sqrt=True, momentum=momentum, nesterov=nesterov)
+    elif name == 'adam':  # Kingma & Ba 2015; weight decay stays the loss's L2 term.
+      core = optax.adam(learning_rate, b1=config.momentum, b2=config.adam_b2,
+                        eps=config.adam_epsilon, nesterov=nesterov)
     else:
       core = optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov)
     clip = config.grad_clip_norm

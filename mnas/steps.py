@@ -37,7 +37,8 @@ from mnas.space import Architecture
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 # The static (compile-time) fields of a train config (experiments/train.py documents each).
 RULES = {
-    'dropout_rate': config_lib.fraction(), 'dtype': config_lib.one_of(*DTYPES),
+    'dropout_rate': config_lib.fraction(), 'head_zeroinit': config_lib.BOOL,
+    'dtype': config_lib.one_of(*DTYPES),
     'depthwise_impl': config_lib.one_of(*ops.IMPLS), 'weight_decay': config_lib.NON_NEGATIVE,
     'label_smoothing': config_lib.fraction(), 'ema_decay': config_lib.fraction(),
     **optim.OPTIMIZER_RULES}
@@ -269,7 +270,7 @@ def make_steps(arch: Architecture, num_classes: int, config,
       return _STEPS_CACHE[key]
     model = models.build_model(arch, num_classes, dropout_rate=float(config.dropout_rate),
                                dtype=DTYPES[config.dtype], depthwise_impl=config.depthwise_impl,
-                               bn_axis_name=AXIS)
+                               bn_axis_name=AXIS, head_zeroinit=bool(config.head_zeroinit))
     tx = optim.make_optimizer(config)
     cfg = StepConfig(num_classes=num_classes, label_smoothing=float(config.label_smoothing),
                      weight_decay=float(config.weight_decay), ema_decay=float(config.ema_decay))

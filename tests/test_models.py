@@ -209,6 +209,19 @@ EXPECTED_ACTIVATIONS = {
 }
 
 
+def test_head_zeroinit_starts_at_chance():
+  # With 10 classes the TPU code's classifier init, U(+-1/sqrt(10)), starts far from uniform
+  # predictions; a zero classifier gives logits 0, i.e. the loss ln(10).
+  arch = search_spaces.load_arch(
+      'r32_w1_sev3 stem_c8_hs ir_r1_k3_s2_e2_c8_se0.25_hs head_c16_hs_pool_c64_hs')
+  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  for zero in (False, True):
+    model = models.build_model(arch, 10, head_zeroinit=zero)
+    for variables in (model.init(jax.random.key(0), x[:1]), models.init_variables(model, 0)):
+      logits = model.apply(variables, x)
+      assert (np.abs(logits).max() == 0) == zero, np.abs(logits).max()
+
+
 def test_every_reference_has_an_expected_activation_list():
   assert sorted(EXPECTED_ACTIVATIONS) == sorted(search_spaces.REFERENCES)
 
