@@ -242,8 +242,8 @@ def init_leaf(names: Sequence[str], shape: tuple[int, ...], seed: int) -> np.nda
 def init_variables(model: MobileNet, rng, batch_size: int = 1) -> dict:
   """Parameters and batch statistics, drawn on the host with numpy.
 
-  Same distributions as the modules' initialisers (`conv_init`, `dense_init` or zeros, BN scale 1 and
-  bias 0, moving mean 0 and variance 1), but without XLA: compiling the ~100 random
+  Same distributions as the modules' initialisers (`conv_init`, `dense_init` or zeros, BN
+  scale 1 and bias 0, moving mean 0 and variance 1), but without XLA: compiling the ~100 random
   initialisers of a MobileNet takes XLA:CPU 30-60 s (about 0.4 s each), numpy takes
   milliseconds, and a search initialises thousands of candidates. Deterministic in `rng`
   (an int seed or a JAX key); each leaf has its own stream, keyed by its path.
