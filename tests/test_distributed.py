@@ -282,7 +282,11 @@ def test_killed_search_loses_only_in_flight_candidates(tmp_path, reference):
     deadline, before = time.time() + 200, []
     while time.time() < deadline and all(p.poll() is None for p in procs):
       if os.path.exists(workdir / 'results.sqlite'):
-        before = _store_rows(workdir)
+        try:
+          before = _store_rows(workdir)
+        except sqlite3.OperationalError:  # The file exists; its schema is not written yet.
+          time.sleep(0.2)
+          continue
         remote = set(_calls(tmp_path)[1])
         if any(r[2] in remote and r[3] == 'done' for r in before) and any(
             r[3] == 'running' for r in before):

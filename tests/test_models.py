@@ -56,17 +56,16 @@ def test_forward_train_and_eval_semantics():
 
 @pytest.mark.parametrize('name', sorted(search_spaces.SPACES))
 def test_space_samples_build_and_run(name):
-  """A handful of uniform samples of each space run a forward pass at a small resolution."""
+  """A uniform sample of each space runs a forward pass at a small resolution."""
   space = search_spaces.get_space(name)
   rng = np.random.default_rng(0)
-  for _ in range(2):
-    arch = space.sample(rng).replace(resolution=32)
-    # The grouped convolution compiles fastest; tests/test_ops.py pins the fast one to it.
-    model = models.build_model(arch, num_classes=10, depthwise_impl='grouped')
-    variables = models.init_variables(model, jax.random.key(0), batch_size=2)
-    out = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, jnp.ones((2, 32, 32, 3)))
-    assert out.shape == (2, 10) and np.isfinite(np.asarray(out)).all()
-    assert _n_params(variables['params']) == counting.count(arch, 10)['params']
+  arch = space.sample(rng).replace(resolution=32)
+  # The grouped convolution compiles fastest; tests/test_ops.py pins the fast one to it.
+  model = models.build_model(arch, num_classes=10, depthwise_impl='grouped')
+  variables = models.init_variables(model, jax.random.key(0), batch_size=2)
+  out = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, jnp.ones((2, 32, 32, 3)))
+  assert out.shape == (2, 10) and np.isfinite(np.asarray(out)).all()
+  assert _n_params(variables['params']) == counting.count(arch, 10)['params']
 
 
 @pytest.mark.parametrize('name', sorted(search_spaces.SPACES))
@@ -120,12 +119,19 @@ def _train_and_eval_outputs(model, variables, x):
   return dict(logits=logits, stats=stats, grads=grads, eval_logits=eval_logits)
 
 
-# float64 (gradients too) on V3-Small: SE with the hard-sigmoid gate, h-swish and ReLU; float32
-# (forward) on MnasNet-A1 (SE with the sigmoid gate). tests/test_ops.py pins the fused batch
-# norm's values and gradients for every activation (ReLU6 included) on its own.
-@pytest.mark.parametrize('name,dtype', [('mobilenet_v3_small', 'float64'),
-                                        pytest.param('mnasnet_a1', 'float32',
-                                                     marks=pytest.mark.slow)])  # ~28 s.
+# float64 (gradients too) on a small network with V3-Small's layer kinds (SE with the
+# hard-sigmoid gate, h-swish and ReLU, expansion 1 and residual blocks, head before and after
+# the pool) and on V3-Small itself (slow, ~50 s); float32 (forward) on MnasNet-A1 (SE with
+# the sigmoid gate; slow, ~28 s). tests/test_ops.py pins the fused batch norm's values and
+# gradients for every activation (ReLU6 included) on its own.
+SMALL_V3 = ('r64_w1_sev3 stem_c8_hs ir_r1_k3_s2_e1_c8_se0.25_relu ir_r1_k5_s2_e3_c16_hs '
+            'ir_r1_k3_s1_e3_c16_se0.25_hs head_c32_hs_pool_c64_hs')
+
+
+@pytest.mark.parametrize('name,dtype', [
+    pytest.param(SMALL_V3, 'float64', id='small_v3-float64'),
+    pytest.param('mobilenet_v3_small', 'float64', marks=pytest.mark.slow),
+    pytest.param('mnasnet_a1', 'float32', marks=pytest.mark.slow)])
 def test_fused_layers_match_flax_layers(name, dtype):
   """layer_impl 'fused' (dot 1x1 convs, fused batch norm + activation; the CPU default) has
   the parameters of 'flax' (nn.Conv, nn.BatchNorm + activation) and computes the same
@@ -136,7 +142,7 @@ def test_fused_layers_match_flax_layers(name, dtype):
   gradient by ~2%), so float32 checks the forward values only.
   """
   with jax.enable_x64(dtype == 'float64'):
-    arch = search_spaces.get_reference(name, resolution=64)
+    arch = search_spaces.load_arch(name, resolution=64)
     fused, ref = (models.build_model(arch, num_classes=10, layer_impl=impl, dtype=dtype,
                                      depthwise_impl='grouped') for impl in ('fused', 'flax'))
     variables = models.init_variables(fused, jax.random.key(0), batch_size=4)
@@ -211,15 +217,17 @@ EXPECTED_ACTIVATIONS = {
 
 def test_head_zeroinit_starts_at_chance():
   # With 10 classes the TPU code's classifier init, U(+-1/sqrt(10)), starts far from uniform
-  # predictions; a zero classifier gives logits 0, i.e. the loss ln(10).
+  # predictions; a zero classifier gives logits 0, i.e. the loss ln(10). Both init paths.
   arch = search_spaces.load_arch(
       'r32_w1_sev3 stem_c8_hs ir_r1_k3_s2_e2_c8_se0.25_hs head_c16_hs_pool_c64_hs')
   x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
   for zero in (False, True):
     model = models.build_model(arch, 10, head_zeroinit=zero)
     for variables in (model.init(jax.random.key(0), x[:1]), models.init_variables(model, 0)):
-      logits = model.apply(variables, x)
-      assert (np.abs(logits).max() == 0) == zero, np.abs(logits).max()
+      kernel = variables['params']['classifier']['kernel']
+      assert (np.abs(kernel).max() == 0) == zero, np.abs(kernel).max()
+  logits = model.apply(variables, x)  # The bias starts at 0 too.
+  assert np.abs(logits).max() == 0 and np.abs(x).max() > 0
 
 
 def test_every_reference_has_an_expected_activation_list():
