@@ -369,12 +369,17 @@ def test_build_and_validate_on_xla_cpu(tmp_path):
   assert all(e['ms'] >= 0 and e['n'] >= 5 for e in table.entries.values())
   assert sum(e['ms'] for e in table.entries.values()) > 0
   assert 'overhead_ms' in table.calibration
-  report = latency.validate(latency.LatencyTable.load(path), space, settings, n=3, seed=1,
-                            recalibrate=True, workdir=workdir, progress=False)
+  # Loose (a few repeats on a shared machine), and measured at most twice: a burst of load
+  # can spoil one calibration (issue 19); a predictor that is wrong stays wrong.
+  for _ in range(2):
+    report = latency.validate(latency.LatencyTable.load(path), space, settings, n=3, seed=1,
+                              recalibrate=True, workdir=workdir, progress=False)
+    if report['predictor']['mape_pct'] < 50:
+      break
   assert report['n'] == 3
   for k in ('rmse_ms', 'mape_pct', 'within_5pct', 'within_10pct', 'spearman'):
     assert k in report['predictor']
-  assert report['predictor']['mape_pct'] < 50  # Loose: a few repeats on a shared machine.
+  assert report['predictor']['mape_pct'] < 50, report['predictor']
   assert os.path.exists(report['plot']) and os.path.isdir(report['tensorboard'])
 
 
