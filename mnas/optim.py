@@ -4,7 +4,8 @@ Shared by the trainer (`mnas.train`: the proxy task and the final models) and th
 supernet (`mnas.oneshot`). The recipe is MnasNet's (Tan et al. 2019, section 5 and the TPU
 reference code `tensorflow/tpu/models/official/mnasnet`) and MobileNetV3's (Howard et al.
 2019, section 6.1): RMSProp with TF1's semantics (decay 0.9, momentum 0.9, epsilon inside
-the square root, mean square starting at 1) or SGD with momentum, the learning rate scaled
+the square root, mean square starting at 1) or SGD with momentum (or Adam, Kingma & Ba 2015,
+for short CPU proxies: `experiments/train.py:short_proxy_64`), the learning rate scaled
 linearly with the batch (Goyal et al. 2017) after a linear warmup, then cosine, exponential
 (staircase) or constant, and L2 weight decay on the conv and dense kernels.
 `experiments/train.py` documents every field with its source.
