@@ -172,6 +172,7 @@ def _result(out):
   return json.loads(out.split('RESULT ')[1].splitlines()[0])
 
 
+@pytest.mark.slow  # About 50 s; the 2-process training test above stays in the default suite.
 def test_two_process_training_loop_writes_once_and_resumes(tmp_path):
   """train_and_evaluate over 2 processes: process 0 writes summaries and result.json, orbax
   writes one checkpoint per step for both, and a second run resumes from it."""
