@@ -6,6 +6,8 @@ r"""mnas command line: parses flags and calls one library function per verb.
   python launch.py latency  build|validate|predict|export|import --config experiments/latency.py ...
   python launch.py report   --workdir DIR
   python launch.py proxy-check --config experiments/proxy_check.py --workdir DIR
+  python launch.py surrogate --config experiments/accel_nasbench.py:surrogate --workdir DIR \
+      --config.data=anb_dataset_jsons.tar.gz
 
 Configs are ml_collections files; any field can be overridden (`--config.num_steps=50`).
 Several processes (a SLURM job, a Cloud TPU pod, or by hand) run the same `search` or `train`
@@ -71,6 +73,11 @@ def proxy_check(argv) -> None:
   proxy_check_lib.main(FLAGS.config, FLAGS.workdir)
 
 
+def surrogate(argv) -> None:
+  from mnas import accel_nasbench
+  accel_nasbench.main(FLAGS.config, FLAGS.workdir)
+
+
 def latency(argv) -> None:
   from mnas import latency as latency_lib
   latency_lib.main(argv[2] if len(argv) > 2 else '', FLAGS.config, FLAGS.workdir, FLAGS.arch,
@@ -85,6 +92,7 @@ VERBS = {
     'report': (report, ('workdir',), ()),
     'latency': (latency, ('config',), ('workdir', 'arch')),
     'proxy-check': (proxy_check, ('config', 'workdir'), ()),
+    'surrogate': (surrogate, ('config', 'workdir'), ()),
 }
 
 

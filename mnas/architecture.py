@@ -23,7 +23,8 @@ Block tokens are `TYPE_rR_kK_sS_(eE|xX)_cC[_seR][_noskip]_ACT`:
   eE    expansion ratio of the block input; `xX` an explicit expanded width instead
         (MobileNetV3-Large's 184 = 80 * 2.3).
   cC    output channels before the width multiplier.
-  seR   squeeze-excite ratio (0 = none); the width rule is global (`sev3`/`semnas`).
+  seR   squeeze-excite ratio (0 = none); the width rule and gate are global (`sev3`/`semnas`/
+        `seanb`, `SE_GATES`).
   noskip  no identity residual (only meaningful when stride 1 and in == out).
 
 """
@@ -41,7 +42,12 @@ BLOCK_TYPES = ('conv', 'ds', 'ir', 'id')
 ACTIVATIONS = ('relu', 'relu6', 'hs', 'swish')
 KERNELS = (3, 5, 7)
 STRIDES = (1, 2)
-SE_RULES = ('v3', 'mnas')
+SE_RULES = ('v3', 'mnas', 'anb')
+# The squeeze-excite gate of each rule. Widths: 'v3' rounds expanded * ratio to a multiple of
+# 8 (MobileNetV3); 'mnas' and 'anb' take int(block input * ratio), at least 1 (MnasNet's TPU
+# code; Accel-NASBench's torchvision-style MBConv, `max(1, input_channels // 4)`, with the
+# hard sigmoid its ReLU networks use: ANB-DatasetCollection models/accelbenchnet.py).
+SE_GATES = {'v3': 'hard_sigmoid', 'mnas': 'sigmoid', 'anb': 'hard_sigmoid'}
 RESOLUTION_MULTIPLE = 32
 
 

@@ -2,7 +2,8 @@
 
 MACs are the multiply-accumulates of convolutions and dense layers at the architecture's
 resolution, batch 1 (the papers' "Mult-Adds"); batch norm, activations and pooling are not
-counted. Params count batch-norm scale and bias but not its moving statistics, like Flax's
+counted. `thop_macs` counts as PyTorch-OpCounter does, the convention of PyTorch-made
+benchmarks (Accel-NASBench's files). Params count batch-norm scale and bias but not its moving statistics, like Flax's
 `params` collection and PyTorch's `parameters()`.
 """
 
@@ -71,6 +72,33 @@ def res_final(arch: Architecture) -> int:
   for layer in arch.layers:
     res = _ceil_div(res, layer.stride)
   return res
+
+
+def thop_macs(arch: Architecture, num_classes: int = 1000) -> int:
+  """MACs as PyTorch-OpCounter (`thop.profile`, version 0.1.1 as Accel-NASBench pins it) counts
+  them: `count`'s convolutions and dense layers (biases free), plus 4 per element of every
+  batch norm's input (its count is 2 per element, doubled when affine) and, for every
+  adaptive average pool (squeeze-excite's and the head's), (kernel area + 1) per output
+  element; activations, residual adds and the SE product are free."""
+  res = arch.stem_resolution
+  bn = res * res * arch.scaled(arch.stem.out)
+  pools = 0
+  for s in arch.describe_layers():
+    h_in, t = s['input_resolution'], s['type']
+    h = _ceil_div(h_in, s['stride'])
+    if t == 'ir':
+      bn += (h_in * h_in * s['expanded'] if s['expanded'] != s['cin'] else 0)
+      bn += h * h * (s['expanded'] + s['cout'])
+    elif t == 'ds':
+      bn += h * h * (s['cin'] + s['cout'])
+    elif t == 'conv' or (s['stride'] != 1 or s['cin'] != s['cout']):  # conv, id's projection.
+      bn += h * h * s['cout']
+    if s['se']:
+      pools += (h * h + 1) * s['expanded']
+  res, c = res_final(arch), arch.scaled(arch.layers[-1].out)
+  for width, _ in arch.head_widths()[:len(arch.head.pre)]:
+    bn, c = bn + res * res * width, width
+  return count(arch, num_classes)['macs'] + 4 * bn + pools + (res * res + 1) * c
 
 
 def describe(arch: Architecture, num_classes: int = 1000) -> dict:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnas import ops
-from mnas.space import Architecture
+from mnas.space import SE_GATES, Architecture
 
 BN_MOMENTUM = 0.99  # TF reference code: batch_norm_momentum (decay).
 BN_EPSILON = 1e-3   # TF reference code: batch_norm_epsilon.
@@ -80,7 +80,7 @@ def _bn_act(x, act, *, fused: bool, train: bool, axis_name, dtype, name: str):
 class SqueezeExcite(nn.Module):
   """Squeeze-and-excite (Hu et al. 2018) with the MobileNetV3 or MnasNet gate."""
   inner: int
-  gate: str  # 'v3': hard sigmoid (MobileNetV3); 'mnas': sigmoid (MnasNet).
+  gate: str  # An se_rule: its gate is `SE_GATES[gate]` (hard sigmoid or sigmoid).
   dtype: Any = jnp.float32
   fused: bool = False
 
@@ -91,7 +91,7 @@ class SqueezeExcite(nn.Module):
     s = conv(self.inner, name='reduce')(s)
     s = nn.relu(s)
     s = conv(x.shape[-1], name='expand')(s)
-    gate = nn.hard_sigmoid(s) if self.gate == 'v3' else nn.sigmoid(s)
+    gate = nn.hard_sigmoid(s) if SE_GATES[self.gate] == 'hard_sigmoid' else nn.sigmoid(s)
     return x * gate
 
 

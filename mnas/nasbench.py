@@ -33,7 +33,8 @@ from mnas.space import parse as parse_arch
 MACRO_URL = 'https://github.com/xiusu/NAS-Bench-Macro (data/nas-bench-macro_cifar10.json)'
 MACRO_LAYERS = 8
 MACRO_OPTIONS = 3
-PROXIES = ('train', 'nas_bench_macro')  # config.proxy.kind: train on config.train, or look up.
+# config.proxy.kind: train on config.train, look up, or Accel-NASBench's surrogates.
+PROXIES = ('train', 'nas_bench_macro', 'accel_nasbench')
 ACCURACIES = ('mean', 'seed')
 RULES = {'proxy.kind': config_lib.one_of(*PROXIES),
          'proxy.accuracy': config_lib.one_of(*ACCURACIES)}
@@ -126,6 +127,9 @@ def check_proxy(config) -> None:
   config_lib.check(config, RULES)
   if config.proxy.kind == 'train':
     return
+  if config.proxy.kind == 'accel_nasbench':
+    from mnas import accel_nasbench
+    return accel_nasbench.check_proxy(config)
   if config.space != 'nas_bench_macro':
     raise ConfigError(f'config.proxy.kind={config.proxy.kind!r} needs '
                       f"config.space='nas_bench_macro', not {config.space!r}")

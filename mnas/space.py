@@ -17,8 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from mnas.architecture import (ACTIVATIONS, BLOCK_TYPES, KERNELS, RESOLUTION_MULTIPLE,  # noqa: F401
-                               SE_RULES, STRIDES, Architecture, Head, Layer, Stem, layer_row,
-                               make_divisible, parse, parse_block)
+                               SE_GATES, SE_RULES, STRIDES, Architecture, Head, Layer, Stem,
+                               layer_row, make_divisible, parse, parse_block)
 from mnas.errors import SpaceError
 
 @dataclasses.dataclass(frozen=True)

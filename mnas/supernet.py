@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnas import models, ops
-from mnas.space import Architecture, Layer, Space, SpaceError, Stem
+from mnas.space import SE_GATES, Architecture, Layer, Space, SpaceError, Stem
 
 # Decision fields by TuNAS's tags (basic_specs.OP_TAG / FILTERS_TAG): op warm-up enables
 # all the options of an op decision at once, filter warm-up takes the largest option.
@@ -409,7 +409,8 @@ class Supernet:
       g = jnp.mean(h, axis=(1, 2), keepdims=True)
       g = jax.nn.relu(_conv(g, q['reduce']['kernel']) + q['reduce']['bias']) * a['se_mask']
       g = _conv(g, q['expand']['kernel']) + q['expand']['bias']
-      g = jax.nn.hard_sigmoid(g) if self.space.se_rule == 'v3' else jax.nn.sigmoid(g)
+      hard = SE_GATES[self.space.se_rule] == 'hard_sigmoid'
+      g = jax.nn.hard_sigmoid(g) if hard else jax.nn.sigmoid(g)
       h = a['se'] * (h * g) + (1 - a['se']) * h
     h = _conv(h, p['project']['kernel'])
     h, new['project_bn'] = self._bn(h, p['project_bn'], s['project_bn'], a['out'], train)

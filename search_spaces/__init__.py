@@ -10,9 +10,13 @@ Spaces (`get_space(name)`):
   tiny               A small MobileNetV3-like space for CPU-sized searches (the quickstart).
   nas_bench_macro    NAS-Bench-Macro's 8 layers on CIFAR-10 (Su et al. 2021): every
                      architecture's accuracy is known (mnas.nasbench), a search costs seconds.
+  accel_nasbench     MnasNet-style per-block choices on EfficientNet-B0's skeleton, ReLU
+                     (Accel-NASBench, Ahmad et al. 2024): 4,638 ImageNet accuracies and device
+                     throughputs, a surrogate of them (mnas.accel_nasbench).
 
 References (`get_reference(name, width_multiplier, resolution)`): mobilenet_v1, mobilenet_v2,
-mobilenet_v3_large, mobilenet_v3_small, mnasnet_a1, mnasnet_b1.
+mobilenet_v3_large, mobilenet_v3_small, mnasnet_a1, mnasnet_b1, anb_efficientnet_b0
+(EfficientNet-B0's point of accel_nasbench: ReLU, hard-sigmoid SE, as the benchmark trained it).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import os
 
 from mnas import jsonfile
 from mnas.space import Architecture, SpaceError, parse
-from search_spaces import mnasnet, mobilenet, nas_bench_macro, proxylessnas, v3_like
+from search_spaces import accel_nasbench, mnasnet, mobilenet, nas_bench_macro, proxylessnas, v3_like
 
 SPACES = {
     'mobilenet_v1': mobilenet.V1_SPACE,
@@ -31,6 +35,7 @@ SPACES = {
     'mobilenet_v3_small': v3_like.SMALL_SPACE,
     'tiny': v3_like.TINY_SPACE,
     'nas_bench_macro': nas_bench_macro.SPACE,
+    'accel_nasbench': accel_nasbench.SPACE,
 }
 
 # name -> (architecture string at alpha 1.0 and 224, the space it belongs to)
@@ -41,6 +46,7 @@ REFERENCES = {
     'mobilenet_v3_small': (v3_like.V3_SMALL, 'mobilenet_v3_small'),
     'mnasnet_a1': (mnasnet.A1, 'mnasnet'),
     'mnasnet_b1': (mnasnet.B1, 'mnasnet'),
+    'anb_efficientnet_b0': (accel_nasbench.EFFICIENTNET_B0, 'accel_nasbench'),
 }
 
 

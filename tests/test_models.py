@@ -212,6 +212,7 @@ EXPECTED_ACTIVATIONS = {
     'mobilenet_v3_small': ('hs', ['relu'] * 3 + ['hs'] * 8, ['hs', 'hs']),
     'mnasnet_a1': ('relu', ['relu'] * 16, ['relu']),
     'mnasnet_b1': ('relu', ['relu'] * 17, ['relu']),
+    'anb_efficientnet_b0': ('relu', ['relu'] * 16, ['relu']),  # Accel-NASBench's: all ReLU.
 }
 
 

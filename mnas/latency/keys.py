@@ -24,8 +24,8 @@ from mnas import counting
 from mnas.errors import SpaceError
 from mnas.space import Architecture, Layer, Space, layer_row, make_divisible
 
-GATES = {'v3': 'hsig', 'mnas': 'sig'}  # SE gate of each se_rule (hard sigmoid / sigmoid).
-_RULE_OF_GATE = {v: k for k, v in GATES.items()}
+GATES = {'v3': 'hsig', 'mnas': 'sig', 'anb': 'hsig'}  # SE gate of each se_rule (hard sigmoid /
+_RULE_OF_GATE = {'hsig': 'v3', 'sig': 'mnas'}              # sigmoid); a key's width is explicit.
 _ACTS = 'relu6|relu|hs|swish'
 
 

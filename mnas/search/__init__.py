@@ -56,6 +56,11 @@ def run(config, workdir: str, **kwargs) -> dict:
     method.check_config(config, latency='predictor' not in kwargs, train='proxy' not in kwargs)
     if main:
       workdir_lib.check(workdir, config.method, config)
+      if config.proxy.kind == 'accel_nasbench':  # Surrogates: proxy and hardware metric.
+        from mnas import accel_nasbench
+        proxy, predictor, config = accel_nasbench.search_parts(config, workdir)
+        kwargs.setdefault('proxy', proxy)
+        kwargs.setdefault('predictor', predictor)
       if config.reward.target_quantile is not None:  # T relative to the table (target.py).
         kwargs['predictor'] = kwargs.get('predictor') or _predictor(config, workdir)
         config = target.resolve(config, search_spaces.get_space(config.space),
@@ -78,7 +83,11 @@ def report(workdir: str) -> dict:
     from mnas.search import results
     out = results.report(workdir)
     config = target.resolved(workdir_lib.read_config(workdir), workdir)
-    if config.proxy.kind != 'train':  # A benchmark: the exact optimum is known.
+    if config.proxy.kind == 'accel_nasbench':  # Against EfficientNet-B0 and the files' best.
+      from mnas import accel_nasbench
+      out['ground_truth'] = accel_nasbench.ground_truth(config, workdir,
+                                                        results.finished(workdir)[0])
+    elif config.proxy.kind != 'train':  # A benchmark: the exact optimum is known.
       from mnas import nasbench
       out['ground_truth'] = nasbench.ground_truth(config, workdir, results.finished(workdir)[0])
     return out

@@ -88,8 +88,8 @@ def report(workdir: str, top: int = 10) -> dict:
   rows, failed = finished(workdir)
   front = pareto_front(rows)
   best = best_rows(rows, top)
-  header = f'{"reward":>8} {"acc":>6} {"lat_ms":>7} {"params":>9} {"MACs(M)":>8}  architecture'
-  fmt = lambda r: (f'{r["reward"]:8.4f} {r["accuracy"]:6.3f} {r["latency_ms"]:7.2f} '
+  header = f'{"reward":>8} {"acc":>6} {"lat_ms":>8} {"params":>9} {"MACs(M)":>8}  architecture'
+  fmt = lambda r: (f'{r["reward"]:8.4f} {r["accuracy"]:6.3f} {r["latency_ms"]:8.4g} '
                    f'{r["params"]:9d} {r["macs"] / 1e6:8.1f}  {r["arch"]}')
   print(f'{len(rows)} architectures evaluated ({failed} failed rows)')
   print('\nPareto front (accuracy vs predicted latency):\n' + header)
