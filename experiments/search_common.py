@@ -52,6 +52,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.proxy = ml_collections.ConfigDict({'kind': 'train', 'path': '', 'accuracy': 'mean'})
   c.train = train_config.get_config()  # The proxy task (see experiments/train.py).
   c.train.num_epochs = 5.0  # MnasNet's proxy task: 5 epochs.
+  # Screening (mnas/search/screening.py): with factor k > 1 each step samples k x
+  # candidates_per_step and trains the candidates_per_step of best predicted reward;
+  # predictor: a surrogate .npz (`launch.py surrogate`) or an earlier search's results.sqlite.
+  c.screen = ml_collections.ConfigDict({'factor': 1, 'predictor': ''})
   c.pareto_every_steps = 5
   c.hparams_per_candidate = True
   return c

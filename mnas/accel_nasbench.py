@@ -49,18 +49,14 @@ PUBLISHED = dict(kendall_tau=0.917, spearman=0.990, rmse=0.41)
 
 @dataclasses.dataclass(frozen=True)
 class Results:
-  """Result files as arrays, one row per file (sorted by name). `accuracy` is top-1 as a
-  fraction; `values[t]` every target of TARGETS in its unit (accuracy in %, throughput in
+  """Result files as arrays, one row per file (sorted by name): `values[t]` every target of
+  TARGETS in its unit (accuracy: top-1 as a fraction, as everywhere in mnas; throughput in
   images/s, latency in ms), NaN where a file has none."""
   names: tuple[str, ...]
   archs: tuple
   values: dict
   macs: np.ndarray    # Millions, as the files count them.
   params: np.ndarray  # Millions.
-
-  @property
-  def accuracy(self) -> np.ndarray:
-    return self.values['accuracy'] / 100.0
 
   def having(self, target: str) -> tuple[list, np.ndarray]:
     """The architectures that have a value of `target`, and those values."""
@@ -115,7 +111,7 @@ def load(spec) -> Results:
     try:
       d = json.loads(raw)
       archs.append(anb_space.from_benchmark(d['architecture']))
-      values['accuracy'].append(float(d['metrics']['val_top1']))
+      values['accuracy'].append(float(d['metrics']['val_top1']) / 100.0)
       macs.append(float(d['model_info']['macs']))
       params.append(float(d['model_info']['params']))
       perf = d['platform_perf']
@@ -211,7 +207,7 @@ class SurrogateProxy:
 
   def __call__(self, arch):
     from mnas.search.evaluation import Outcome
-    return Outcome('done', val_accuracy=float(self.model.predict([arch])[0]) / 100.0)
+    return Outcome('done', val_accuracy=float(self.model.predict([arch])[0]))
 
 
 class MetricPredictor:
@@ -262,7 +258,7 @@ def ground_truth(config, workdir: str, rows: list[dict]) -> dict:
       acc, value = results.values['accuracy'][row], results.values[metric][row]
     return dict(arch=str(arch), predicted_top1=pred_acc, predicted_metric=pred_value,
                 measured_top1=acc, measured_metric=value,
-                reward=float(reward(pred_acc / 100, to_ms(metric, pred_value))))
+                reward=float(reward(pred_acc, to_ms(metric, pred_value))))
 
   ok = [r for r in rows if r['reward'] is not None]
   out = {'metric': metric, 'target': float(config.proxy.target)}
@@ -270,8 +266,8 @@ def ground_truth(config, workdir: str, rows: list[dict]) -> dict:
     out['found'] = point(parse(max(ok, key=lambda r: r['reward'])['arch']))
   out['efficientnet_b0'] = point(search_spaces.get_reference('anb_efficientnet_b0'))
   have = np.isfinite(results.values[metric])
-  r = np.where(have, reward(results.accuracy, to_ms(metric, np.where(have, results.values[metric],
-                                                                      1.0))), -np.inf)
+  cost = to_ms(metric, np.where(have, results.values[metric], 1.0))
+  r = np.where(have, reward(results.values['accuracy'], cost), -np.inf)
   out['files_best'] = point(results.archs[int(np.argmax(r))])
   unit = _describe(metric)
   print(f'\nAccel-NASBench ({len(results.names)} result files; {config.reward.kind} reward, '
@@ -284,7 +280,7 @@ def ground_truth(config, workdir: str, rows: list[dict]) -> dict:
                     ('files\' best', 'files_best')):
     if key in out:
       p = out[key]
-      print(f'{name:16s} {p["predicted_top1"]:10.2f} {fmt(p["measured_top1"], "9.2f"):>9s} '
+      print(f'{name:16s} {p["predicted_top1"]:10.2%} {fmt(p["measured_top1"], "9.2%"):>9s} '
             f'{p["predicted_metric"]:28.1f} {fmt(p["measured_metric"], "9.1f"):>9s} '
             f'{p["reward"]:7.4f}')
   return out
@@ -312,7 +308,7 @@ def main(config, workdir: str) -> dict:
   report = dict(seed=config.seed, train=len(train), validation=len(val), data=str(config.data),
                 test_data=str(config.test_data), targets={})
   print(f'{"target":24s} {"n":>5s} {"Kendall tau":>11s} {"Spearman":>9s} {"RMSE":>9s} '
-        f'{"MAPE %":>7s}  length scale, noise')
+        f'{"MAPE %":>7s}  length scale, noise   (RMSE: top-1 points, images/s or ms)')
   for target in config.targets:
     t0 = time.time()
     hyper = None if config.select else dict(config.hyper[target])
@@ -320,6 +316,8 @@ def main(config, workdir: str) -> dict:
     model.save(os.path.join(workdir, 'surrogates', f'{target}.npz'))
     archs, values = tested.having(target)
     m = surrogate.metrics(values, model.predict(archs))
+    if target == 'accuracy':  # RMSE in top-1 points, as the benchmark reports it.
+      m['rmse'] *= 100
     report['targets'][target] = dict(m, lengthscale=model.lengthscale, noise=model.noise,
                                      seconds=time.time() - t0, grid=tried)
     print(f'{target:24s} {m["n"]:5d} {m["kendall_tau"]:11.4f} {m["spearman"]:9.4f} '

@@ -2,9 +2,9 @@
 
 MACs are the multiply-accumulates of convolutions and dense layers at the architecture's
 resolution, batch 1 (the papers' "Mult-Adds"); batch norm, activations and pooling are not
-counted. `thop_macs` counts as PyTorch-OpCounter does, the convention of PyTorch-made
-benchmarks (Accel-NASBench's files). Params count batch-norm scale and bias but not its moving statistics, like Flax's
-`params` collection and PyTorch's `parameters()`.
+counted; `thop_macs` counts as PyTorch-OpCounter does, the convention of PyTorch-made
+benchmarks (Accel-NASBench's files). Params count batch-norm scale and bias but not its
+moving statistics, like Flax's `params` collection and PyTorch's `parameters()`.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ SPACE = Space(
     stem=Stem(32, 'relu'),
     head=Head(pre=((1280, 'relu'),)),
     se_rule='anb',
-    stages=tuple(Stage(stride=s, out=(c,), depth=d, block=tuple(('ir', float(e)) for e in EXPANSIONS),
-                       kernel=(3, 5), se_ratio=(0.0, 0.25))
+    stages=tuple(Stage(stride=s, out=(c,), depth=d, kernel=(3, 5), se_ratio=(0.0, 0.25),
+                       block=tuple(('ir', float(e)) for e in EXPANSIONS))
                  for c, s, d in zip(OUT, STRIDES, LAYERS)),
 )
 

@@ -208,3 +208,27 @@ def test_pareto_needs_a_multi_objective_controller(tmp_path, controller, kind, s
   config.proxy.kind = 'train'  # Not read with train=False: the file is not needed.
   with pytest.raises(ConfigError, match="multi-objective search is reward.kind='pareto'"):
     multi_trial.check_config(config, latency=False, train=False)
+
+
+@needs_file
+def test_screening_with_a_perfect_predictor_lowers_regret(tmp_path, table):
+  """Screening (config.screen) with the table itself as the accuracy predictor: each step
+  trains the 2 best predicted of 4 x 2 samples, so at the same number of evaluated candidates
+  the best found is closer to the exact optimum (the reward on the shipped latency table).
+  With the random controller that is the best of 16 uniform samples instead of 4: expected
+  regret 0.0124 instead of 0.0195 (2,000 draws of each)."""
+  from mnas import latency, rewards
+  from mnas.search import run
+  ms = nasbench.predicted_latency(table, latency.Predictor(latency.LatencyTable.load(
+      LATENCY_TABLE)))
+  config = _search_config()
+  config.num_steps, config.candidates_per_step = 2, 2
+  optimum = rewards.from_config(config.reward)(table.mean_accuracy, ms).max()
+  perfect = lambda archs: table.mean_accuracy[[table.row(SPACE.encode(a)) for a in archs]]
+  regret = {1: [], 4: []}
+  for factor in regret:
+    for seed in range(10):
+      config.screen.factor, config.seed = factor, seed
+      best = run(config, str(tmp_path / f'{factor}_{seed}'), screen=perfect)['best']
+      regret[factor].append(optimum - best['reward'])
+  assert np.mean(regret[4]) < 0.8 * np.mean(regret[1]), regret

@@ -35,7 +35,7 @@ import search_spaces
 from mnas import checkpoints, config as config_lib, distributed, nasbench, rewards
 from mnas import controllers
 from mnas.controllers import make_controller
-from mnas.search import candidate_parallel, checks, results
+from mnas.search import candidate_parallel, checks, results, screening
 from mnas.errors import ConfigError, DataError
 from mnas.search.evaluation import Candidate, CandidatesFailedError, Evaluator, Proxy
 from mnas.search.store import Store
@@ -55,6 +55,7 @@ def check_config(config, *, latency: bool = True, train: bool = True) -> None:
   """Raises ConfigError (or DataError) for a config this search cannot run, before any work;
   `latency` / `train`: check those blocks too (not when a predictor / proxy is given)."""
   nasbench.check_proxy(config)
+  screening.check_config(config)
   checks.check(config, RULES, latency=latency and config.proxy.kind != 'accel_nasbench',
                train=train and config.proxy.kind == 'train')
   controller = make_controller(config.controller,
@@ -156,14 +157,17 @@ def stop_if_all_failed(step: int, cands: list[Candidate]) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None = None,
-        predictor=None) -> dict:
+        predictor=None, screen=None) -> dict:
   """Runs (or resumes) a search; returns a summary with the best candidate.
 
-  `proxy` (default: `make_proxy`, training or a benchmark lookup) and `predictor` (default:
-  the measured table in workdir/latency) can be injected, e.g. fakes in tests.
+  `proxy` (default: `make_proxy`, training or a benchmark lookup), `predictor` (default:
+  the measured table in workdir/latency) and `screen` (`archs -> predicted accuracies`;
+  default: `config.screen.predictor`, see mnas.search.screening) can be injected, e.g. fakes
+  in tests.
   """
   config_lib.check(config, {**checks.COMMON_RULES, **RULES})
   space = search_spaces.get_space(config.space)
+  screen = screen or screening.predictor_for(config)
   proxy = proxy or make_proxy(config)
   if not distributed.is_main():  # Candidate-parallel: only process 0 writes to the workdir.
     return candidate_parallel.serve(lambda idx: decode(space, config, idx), proxy)
@@ -174,7 +178,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
                                              os.path.join(workdir, 'latency'))
   controller = make_controller(config.controller, space.num_options, **controller_kwargs(config))
   store = Store(os.path.join(workdir, 'results.sqlite'))
-  evaluator = Evaluator(store, proxy=proxy, reward_fn=rewards.from_config(config.reward),
+  reward_fn = rewards.from_config(config.reward)
+  evaluator = Evaluator(store, proxy=proxy, reward_fn=reward_fn,
                         failure_reward=config.failure_reward,
                         max_latency_ms=config.max_latency_ms, num_classes=config.num_classes)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'controller'), async_save=False,
@@ -198,14 +203,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
   try:
     for step in range(start, config.num_steps):
       t0 = time.time()
+      n = config.candidates_per_step
       idx = np.asarray(controller.sample(state, jax.random.fold_in(rng, step),
-                                         config.candidates_per_step), np.int32)
-      cands = [Candidate(s, decode(space, config, i), i) for s, i in enumerate(idx)]
-      if measured_apart:  # The first candidate compiles while the table's new entries
-        evaluator.prepare(step, cands[0])  # are measured, not disturbing them (see there).
-      lat = np.asarray(predictor.predict_batch([c.arch for c in cands]), np.float64)
-      for c, ms in zip(cands, lat):
-        c.latency_ms = float(ms)
+                                         n * (config.screen.factor if screen else 1)), np.int32)
+      archs = [decode(space, config, i) for i in idx]
+      if measured_apart and not screen:  # The first candidate compiles while the table's new
+        evaluator.prepare(step, Candidate(0, archs[0], idx[0]))  # entries are measured.
+      lat = np.asarray(predictor.predict_batch(archs), np.float64)
+      if screen:  # The best predicted n of the k x n samples (mnas.search.screening).
+        keep = screening.select(archs, lat, screen(archs), reward_fn, n)
+        idx, lat, archs = idx[keep], lat[keep], [archs[i] for i in keep]
+      cands = [Candidate(s, a, i, latency_ms=float(ms))
+               for s, (a, i, ms) in enumerate(zip(archs, idx, lat))]
       if jax.process_count() > 1:
         candidate_parallel.evaluate(evaluator, step, cands, plan_id=plans)
         plans += 1
