@@ -1,14 +1,15 @@
 """The search loop: store rows, reuse, failures, resume (in-process; kill -9 in test_resume)."""
 import os
 
+import numpy as np
 import pytest
 
 from conftest import MacsPredictor, fake_proxy
 from experiments import search_common
-from mnas import checkpoints, search
+from mnas import checkpoints, rewards, search
 from mnas.errors import ConfigError, DataError
 from mnas import workdir
-from mnas.search import multi_trial, results, store as store_lib
+from mnas.search import multi_trial, results, screening, store as store_lib
 from mnas.search.evaluation import WorkdirMismatchError
 
 
@@ -266,3 +267,39 @@ def test_the_training_proxy_compiles_the_next_candidate_after_the_first_step(mon
   compiled.clear()
   proxy('later')
   assert compiled == []
+
+
+def test_screening_trains_the_best_predicted_of_k_samples(tmp_path):
+  """config.screen: a predictor fitted on an earlier search's store screens 3 x 4 samples a
+  step down to the 4 of best predicted reward (distinct first); without a predictor the
+  config is refused before any work."""
+  run(config('random', steps=3), tmp_path / 'earlier')
+  c = config('random', steps=2)
+  c.screen.factor = 3
+  with pytest.raises(ConfigError, match='config.screen.predictor'):
+    run(c, tmp_path / 'refused')
+  assert not os.path.exists(tmp_path / 'refused' / 'results.sqlite')
+  c.screen.predictor = str(tmp_path / 'earlier' / 'results.sqlite')
+  predict = screening.predictor_for(c)
+  seen = []
+  def screen(archs):
+    seen.append(list(archs))
+    return predict(archs)
+  multi_trial.run(c, str(tmp_path / 'screened'), proxy=fake_proxy, predictor=MacsPredictor(),
+                  screen=screen)
+  rows = store_lib.Store(str(tmp_path / 'screened' / 'results.sqlite')).finished()
+  assert len(seen) == 2 and all(len(s) == 12 for s in seen) and len(rows) == 8
+  reward = rewards.from_config(c.reward)
+  for step, archs in enumerate(seen):  # No architecture left out predicts a higher reward.
+    scores = reward(predict(archs), np.asarray(MacsPredictor(10).predict_batch(archs)))
+    score = {a.id: float(v) for a, v in zip(archs, scores)}
+    kept = {r['arch_id'] for r in rows if r['step'] == step}
+    assert len(kept) == min(4, len(score))
+    assert min(score[k] for k in kept) >= max([score[o] for o in set(score) - kept] or [0])
+
+
+def test_screening_selects_distinct_best_first():
+  archs = [type('A', (), {'id': i})() for i in 'aabcd']
+  keep = screening.select(archs, [1.0] * 5, [0.9, 0.9, 0.8, 0.1, 0.5], lambda a, lat: a, 3)
+  assert list(keep) == [0, 2, 4]  # a (once), b, d; the second a only if nothing else is left.
+  assert list(screening.select(archs[:2], [1.0] * 2, [0.9, 0.9], lambda a, lat: a, 2)) == [0, 1]
