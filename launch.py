@@ -6,13 +6,11 @@ r"""mnas command line: parses flags and calls one library function per verb.
   python launch.py latency  build|validate|predict|export|import --config experiments/latency.py ...
   python launch.py report   --workdir DIR
   python launch.py proxy-check --config experiments/proxy_check.py --workdir DIR
-  python launch.py surrogate --config experiments/accel_nasbench.py:surrogate --workdir DIR \
-      --config.data=anb_dataset_jsons.tar.gz
+  python launch.py surrogate --config experiments/accel_nasbench.py:surrogate --workdir DIR
 
 Configs are ml_collections files; any field can be overridden (`--config.num_steps=50`).
 Several processes (a SLURM job, a Cloud TPU pod, or by hand) run the same `search` or `train`
-command, with --coordinator_address/--num_processes/--process_id or the cluster's
-environment (mnas/distributed.py, the README's "Scaling out").
+command, with --coordinator_address/--num_processes/--process_id or the cluster's environment.
 
 Mistakes a user can fix (a bad flag or config field, a damaged file) print one line and exit
 with code 2; anything else is a bug and keeps its traceback.

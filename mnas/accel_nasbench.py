@@ -34,7 +34,7 @@ import tarfile
 import numpy as np
 
 from mnas import config as config_lib
-from mnas.errors import ConfigError, DataError
+from mnas.errors import DataError
 
 URL = ('https://github.com/afzalxo/Accel-NASBench (anb_dataset/anb_dataset_jsons.tar.gz; '
        'extract it or give the .tar.gz)')
@@ -170,16 +170,10 @@ RULES = {'proxy.metric': config_lib.one_of(*METRICS), 'proxy.target': config_lib
 
 def check_proxy(config) -> None:
   """Raises ConfigError / DataError for a search config whose Accel-NASBench proxy cannot run."""
+  from mnas import nasbench
   config_lib.check(config, RULES)
-  if config.space != 'accel_nasbench':
-    raise ConfigError("config.proxy.kind='accel_nasbench' needs config.space='accel_nasbench', "
-                      f'not {config.space!r}')
-  if config.resolution not in (0, 224):
-    raise ConfigError(f'config.resolution={config.resolution} is not allowed with the '
-                      'Accel-NASBench proxy; allowed: 0 or 224 (the benchmark measured 224x224)')
-  if not config.proxy.path:
-    raise ConfigError('config.proxy.path is empty: give the Accel-NASBench result files '
-                      f'(--config.proxy.path=.../anb_dataset_jsons.tar.gz; from {URL})')
+  nasbench.check_benchmark(config, space='accel_nasbench', resolution=224,
+                           name='Accel-NASBench', example='anb_dataset_jsons.tar.gz', url=URL)
   _read_all(config.proxy.path)
 
 

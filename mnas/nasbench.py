@@ -125,21 +125,26 @@ class MacroProxy:
 def check_proxy(config) -> None:
   """Raises ConfigError / DataError for a search config whose benchmark proxy cannot run."""
   config_lib.check(config, RULES)
-  if config.proxy.kind == 'train':
+  if config.proxy.kind in ('train', 'accel_nasbench'):  # The latter: mnas.accel_nasbench.
     return
-  if config.proxy.kind == 'accel_nasbench':
-    from mnas import accel_nasbench
-    return accel_nasbench.check_proxy(config)
-  if config.space != 'nas_bench_macro':
-    raise ConfigError(f'config.proxy.kind={config.proxy.kind!r} needs '
-                      f"config.space='nas_bench_macro', not {config.space!r}")
-  if config.resolution not in (0, 32):
-    raise ConfigError(f'config.resolution={config.resolution} is not allowed with the '
-                      'NAS-Bench-Macro proxy; allowed: 0 or 32 (the benchmark trained at 32x32)')
-  if not config.proxy.path:
-    raise ConfigError('config.proxy.path is empty: give the NAS-Bench-Macro file '
-                      f'(--config.proxy.path=.../nas-bench-macro_cifar10.json; from {MACRO_URL})')
+  check_benchmark(config, space='nas_bench_macro', resolution=32, name='NAS-Bench-Macro',
+                  example='nas-bench-macro_cifar10.json', url=MACRO_URL)
   load_macro(config.proxy.path)
+
+
+def check_benchmark(config, *, space: str, resolution: int, name: str, example: str,
+                    url: str) -> None:
+  """What every benchmark proxy asks of a search config: the benchmark's space, its
+  resolution (or 0) and a path to its data."""
+  if config.space != space:
+    raise ConfigError(f'config.proxy.kind={config.proxy.kind!r} needs config.space={space!r}, '
+                      f'not {config.space!r}')
+  if config.resolution not in (0, resolution):
+    raise ConfigError(f'config.resolution={config.resolution} is not allowed with the {name} '
+                      f'proxy; allowed: 0 or {resolution} (the benchmark\'s)')
+  if not config.proxy.path:
+    raise ConfigError(f'config.proxy.path is empty: give the {name} data '
+                      f'(--config.proxy.path=.../{example}; from {url})')
 
 
 def proxy_for(config) -> MacroProxy:

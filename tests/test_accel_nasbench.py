@@ -139,19 +139,25 @@ def _search_config(**change):
 
 @needs_files
 def test_search_on_the_surrogates_runs_resumes_and_reports(tmp_path, capsys):
+  """On 600 of the files (a folder), for speed: the surrogates are the search's proxy and
+  hardware metric, the search resumes, and the report sets it against EfficientNet-B0."""
   from mnas.search import report, run
-  config = _search_config()
-  summary = run(config, str(tmp_path))
+  (tmp_path / 'files').mkdir()
+  with tarfile.open(DATA) as tar:
+    for m in [m for m in tar.getmembers() if m.name.endswith('.json')][:600]:
+      (tmp_path / 'files' / os.path.basename(m.name)).write_bytes(tar.extractfile(m).read())
+  config = _search_config(path=str(tmp_path / 'files'))
+  summary = run(config, str(tmp_path / 'w'))
   assert summary['evaluations'] == 12
-  models = {t: surrogate.Surrogate.load(str(tmp_path / 'surrogates' / f'{t}.npz'))
+  models = {t: surrogate.Surrogate.load(str(tmp_path / 'w' / 'surrogates' / f'{t}.npz'))
             for t in ('accuracy', 'a100_throughput')}
   best = summary['best']
   arch = search_spaces.load_arch(best['arch'])
   assert best['accuracy'] == pytest.approx(models['accuracy'].predict([arch])[0])
   assert best['latency_ms'] == pytest.approx(
       1000 / models['a100_throughput'].predict([arch])[0])
-  assert run(config, str(tmp_path))['best'] == best  # Finished: resumed, nothing to do.
-  truth = report(str(tmp_path))['ground_truth']
+  assert run(config, str(tmp_path / 'w'))['best'] == best  # Finished: resumed, nothing to do.
+  truth = report(str(tmp_path / 'w'))['ground_truth']
   assert set(truth) >= {'found', 'efficientnet_b0', 'files_best'}
   assert truth['files_best']['measured_top1'] is not None
   assert 'EfficientNet-B0' in capsys.readouterr().out

@@ -32,7 +32,7 @@ import numpy as np
 from absl import logging
 
 import search_spaces
-from mnas import checkpoints, config as config_lib, distributed, nasbench, rewards
+from mnas import accel_nasbench, checkpoints, config as config_lib, distributed, nasbench, rewards
 from mnas import controllers
 from mnas.controllers import make_controller
 from mnas.search import candidate_parallel, checks, results, screening
@@ -55,6 +55,8 @@ def check_config(config, *, latency: bool = True, train: bool = True) -> None:
   """Raises ConfigError (or DataError) for a config this search cannot run, before any work;
   `latency` / `train`: check those blocks too (not when a predictor / proxy is given)."""
   nasbench.check_proxy(config)
+  if config.proxy.kind == 'accel_nasbench':
+    accel_nasbench.check_proxy(config)
   screening.check_config(config)
   checks.check(config, RULES, latency=latency and config.proxy.kind != 'accel_nasbench',
                train=train and config.proxy.kind == 'train')
@@ -78,7 +80,11 @@ def controller_kwargs(config) -> dict:
 
 
 def make_proxy(config: ml_collections.ConfigDict) -> Proxy:
-  """`config.proxy.kind`: training on `config.train`, or a benchmark's table (mnas.nasbench)."""
+  """`config.proxy.kind`: training on `config.train`, or a benchmark's table (mnas.nasbench);
+  Accel-NASBench's surrogates come from `mnas.search.run` (mnas.accel_nasbench.search_parts)."""
+  if config.proxy.kind == 'accel_nasbench':
+    raise ConfigError("config.proxy.kind='accel_nasbench' runs through mnas.search.run, in one "
+                      'process: its surrogates answer in milliseconds')
   return train_proxy(config) if config.proxy.kind == 'train' else nasbench.proxy_for(config)
 
 
