@@ -10,6 +10,7 @@
                          front, TensorBoard, the checks of a config before any work
   target.py              the reward's latency target relative to the table (a quantile of
                          the space's predicted latencies), resolved once per search
+  screening.py           samples screened by an accuracy predictor before they are trained
 
 `run(config, workdir)` runs the method `config.method` names ('multi_trial', 'oneshot' or
 'pipeline'): it locks the workdir (`mnas.workdir`: one writer at a time), checks the config,

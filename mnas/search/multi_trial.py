@@ -1,7 +1,8 @@
 """The multi-trial hardware-aware search loop (MnasNet, Tan et al. 2019, section 3, Figure 1).
 
 Each controller step: sample a batch of architectures, predict their latency from the
-measured table (cheap, before training), evaluate each candidate on the proxy task
+measured table (cheap, before training), with `config.screen` keep the best predicted of k
+times as many samples (`mnas.search.screening`), evaluate each candidate on the proxy task
 (`mnas.search.evaluation`), compute rewards, update the controller, log, checkpoint.
 Everything lands in the workdir:
 
