@@ -106,6 +106,7 @@ MACRO = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'benchmark
                      'nas-bench-macro', 'nas-bench-macro_cifar10.json')
 
 
+@pytest.mark.slow  # ~16 s: benchmarks/pareto_search.py, run by hand, on a small setting.
 @pytest.mark.skipif(not os.path.isfile(MACRO), reason=f'NAS-Bench-Macro file absent ({MACRO})')
 def test_pareto_search_benchmark_runs(tmp_path):
   spec = importlib.util.spec_from_file_location(

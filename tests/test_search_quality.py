@@ -136,6 +136,7 @@ def test_missing_file_is_one_clear_error(tmp_path, capsys):
     sq.main(['--workdir', str(tmp_path)])  # --nas_bench_macro is required.
 
 
+@pytest.mark.slow  # ~16 s: the script run by hand; its harness is tested on synthetic tables.
 @pytest.mark.skipif(not os.path.isfile(MACRO),
                     reason=f'NAS-Bench-Macro file not found at {MACRO}')
 def test_small_benchmark_on_nas_bench_macro(tmp_path, capsys):
