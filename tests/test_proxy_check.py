@@ -84,8 +84,11 @@ def _rows(workdir):
   if not os.path.exists(path):
     return []
   with sqlite3.connect(path, timeout=30) as db:
-    return db.execute('SELECT stage, slot, status, arch_id FROM evaluations ORDER BY row'
-                      ).fetchall()
+    try:
+      return db.execute('SELECT stage, slot, status, arch_id FROM evaluations ORDER BY row'
+                        ).fetchall()
+    except sqlite3.OperationalError:  # The file exists, its schema is not written yet.
+      return []
 
 
 def test_kill_9_and_resume(tmp_path):
