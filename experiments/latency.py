@@ -56,8 +56,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.depthwise_impl = 'auto'  # mnas.ops depthwise implementation, as in the model.
 
   c.calibration_archs = 8  # Measured end to end to fit the correction (`calibration_model`).
-  # The calibration's correction: 'constant' overhead, 'linear' (scale + overhead) or
-  # 'weights' (overhead + ms per million weights: weights stream from memory end to end).
+  # The calibration's correction: 'constant' overhead, 'linear' (scale + overhead),
+  # 'weights' (overhead + ms per million weights: weights stream from memory end to end) or
+  # 'groups' (a scale per kind of entry + weights; needs ~5x as many archs as kinds).
   c.calibration_model = 'constant'  # 'linear' needs more (and steadier) calibration archs.
   c.recalibrate = True  # `validate` refits the calibration first (the machine's state moves).
   c.validate_archs = 100  # `latency validate`: random architectures measured end to end.

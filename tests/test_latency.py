@@ -216,6 +216,44 @@ def test_entry_weights_add_up_to_the_params_and_weights_model_fits():
   assert sum(ms for _, ms in fitted.breakdown(archs[0])) == pytest.approx(fitted.predict(archs[0]))
 
 
+def test_groups_model_recovers_per_group_scales():
+  """'groups': end-to-end times made with a known scale per entry group (SE blocks 1.25x,
+  h-swish ones 0.8x, ...) + overhead + ms per Mparam: the fit finds them and predicts held-out
+  architectures exactly, where one scale cannot."""
+  space = search_spaces.get_space('tiny')
+  table = fake_table(space, overhead=0.0)
+  archs = latency.sample_archs(space, 80, seed=0)
+  pred = latency.Predictor(table)
+  groups, sums = pred.group_sums(archs)
+  assert set(groups) >= {'stem', 'head', 'ir_relu', 'ir_se_hs'}
+  np.testing.assert_allclose(sums.sum(1), pred.sum_batch(archs))
+  truth = {g: 1.0 + 0.25 * ('_se' in g) - 0.2 * g.endswith('_hs') + 0.1 * (g == 'head')
+           for g in groups}
+  y = sums @ np.array([truth[g] for g in groups]) + 0.3 + 1.5 * pred.mparams_batch(archs)
+  fitted = pred.fit(archs[:40], y[:40], model='groups')
+  for g in groups:
+    assert fitted.group_scales[g] == pytest.approx(truth[g], abs=0.02), g
+  assert fitted.overhead_ms == pytest.approx(0.3, abs=0.05)
+  held_out = latency.validation.metrics(fitted.predict_batch(archs[40:]), y[40:])
+  assert held_out['mape_pct'] < 0.5 and held_out['within_5pct'] == 1.0
+  linear = latency.validation.metrics(pred.fit(archs[:40], y[:40]).predict_batch(archs[40:]),
+                                      y[40:])
+  assert linear['mape_pct'] > 2 * held_out['mape_pct']
+  assert sum(ms for _, ms in fitted.breakdown(archs[0])) == pytest.approx(fitted.predict(archs[0]))
+  # Kept in the table's calibration, read back by a new predictor.
+  latency.calibrate(table, archs[:40], y[:40], 'groups')
+  assert latency.Predictor(table).predict_batch(archs[40:]) == pytest.approx(
+      fitted.predict_batch(archs[40:]))
+
+
+def test_repeatability_compares_two_rounds_of_the_same_architectures():
+  stats = [dict(round_medians=[m, m * f]) for m, f in [(1.0, 1.09), (2.0, 1.0), (3.0, 0.96)]]
+  r = latency.validation.repeatability(stats)
+  assert r['within_10pct'] == 1.0 and r['within_5pct'] == pytest.approx(2 / 3)
+  assert r['spearman'] == pytest.approx(1.0)
+  assert latency.validation.repeatability([dict(round_medians=[1.0])]) == {}
+
+
 def test_predictor_is_vectorised():
   space = search_spaces.get_space('tiny')
   table = fake_table(space)

@@ -227,7 +227,8 @@ def calibrate(table: LatencyTable, archs: Sequence[Architecture], measured: Sequ
   sums = base.sum_batch(archs)
   p = base.fit(archs, ms, model=model)
   table.calibration = dict(model=model, overhead_ms=p.overhead_ms, scale=p.scale,
-                           per_mparam_ms=p.per_mparam_ms, archs=[str(a) for a in archs],
+                           per_mparam_ms=p.per_mparam_ms, group_scales=p.group_scales,
+                           archs=[str(a) for a in archs],
                            measured_ms=ms.round(5).tolist(), sum_ms=sums.round(5).tolist(),
                            date=timestamp())
   return table.calibration

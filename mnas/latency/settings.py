@@ -41,7 +41,7 @@ class Settings:
   depthwise_impl: str  # mnas.ops depthwise implementation, as in the model.
   seed: int  # Of the random variables and of the sampled architectures.
   calibration_archs: int  # Measured end to end to fit the calibration ...
-  calibration_model: str  # ... 'constant', 'linear' or 'weights' (OVERHEAD_MODELS).
+  calibration_model: str  # ... 'constant', 'linear', 'weights' or 'groups' (OVERHEAD_MODELS).
   save_every: int  # Save the partial table every this many entries (0: when done).
 
   def __post_init__(self):

@@ -3,7 +3,10 @@
 The report has RMSE, MAPE, the share within +-5% / +-10% and Spearman's rank correlation of
 predicted against measured latency, as nn-Meter reports them (Zhang et al. 2021), for the
 predictor, the plain sum of entries and each correction fitted on half the architectures;
-`validate` writes it as JSON, a scatter plot (PNG) and TensorBoard summaries.
+the end-to-end measurement's own repeatability (the same metrics between two independent
+rounds of measuring the same architectures: no predictor can rank better than that); and
+the CPU the table was built on against this one, said out loud when they differ. `validate`
+writes it as JSON, a scatter plot (PNG) and TensorBoard summaries.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from typing import Sequence
 import numpy as np
 
 from mnas import jsonfile
-from mnas.latency import timing
+from absl import logging
+
+from mnas.latency import targets, timing
 from mnas.latency.build import Builder, calibrate, sample_archs
 from mnas.latency.keys import keys_for
 from mnas.latency.predictor import OVERHEAD_MODELS, Predictor
@@ -40,6 +45,15 @@ def metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, 
     out['spearman'] = float(stats.spearmanr(p, m).statistic)
     out['pearson'] = float(stats.pearsonr(p, m).statistic)
   return out
+
+
+def repeatability(measured_stats: Sequence[dict]) -> dict[str, float]:
+  """`metrics` of the second round of end-to-end medians against the first (the same
+  architectures measured twice, `Builder.measure_archs`); {} with fewer than two rounds."""
+  rounds = [s.get('round_medians') or [] for s in measured_stats]
+  if not rounds or min(len(r) for r in rounds) < 2:
+    return {}
+  return metrics([r[1] for r in rounds], [r[0] for r in rounds])
 
 
 def scatter_figure(predicted, measured, title: str):
@@ -115,20 +129,27 @@ def validate(table: LatencyTable, space: Space, settings: Settings, n: int, seed
       target=meta['target'], space=space.name, n=len(archs), seed=seed,
       resolution=meta.get('resolution'), width_multiplier=meta.get('width_multiplier'),
       table=table.path, table_entries=len(table), calibration={
-          k: table.calibration.get(k) for k in ('model', 'overhead_ms', 'scale', 'per_mparam_ms')},
+          k: table.calibration.get(k)
+          for k in ('model', 'overhead_ms', 'scale', 'per_mparam_ms', 'group_scales')},
       statistic=meta.get('statistic'), method=meta.get('method'), threads=meta.get('threads'),
       batch_size=meta.get('batch_size'), cpu=meta.get('cpu'), date=timestamp(),
+      validated_on=targets.cpu_model(), same_cpu=meta.get('cpu') == targets.cpu_model(),
       seconds=round(time.time() - t0, 1),
       predictor=metrics(predicted, measured),
       plain_sum=metrics(sums, measured),
       measured_spread_median=float(np.median([timing.spread(s) for s in measured_stats])),
+      repeatability=repeatability(measured_stats),
   )
+  if not report['same_cpu']:
+    logging.warning('latency validate: the table was built on %r, this machine is %r: its '
+                    'entries describe the other CPU', meta.get('cpu'), report['validated_on'])
   if half >= 3:  # Corrections fitted on one half of the architectures, tested on the other.
     for model in OVERHEAD_MODELS:
       fitted = pred.fit(archs[:half], measured[:half], model=model)
       report[f'{model}_fit_holdout'] = dict(
           metrics(fitted.predict_batch(archs[half:]), measured[half:]), scale=fitted.scale,
-          overhead_ms=fitted.overhead_ms, per_mparam_ms=fitted.per_mparam_ms)
+          overhead_ms=fitted.overhead_ms, per_mparam_ms=fitted.per_mparam_ms,
+          group_scales=fitted.group_scales)
   mparams = pred.mparams_batch(archs)
   report['architectures'] = [dict(arch=str(a), measured_ms=round(float(m), 5),
                                   predicted_ms=round(float(p), 5), sum_ms=round(float(s), 5),
