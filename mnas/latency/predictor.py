@@ -42,10 +42,9 @@ class Predictor:
   entry is scaled by its group's (`entry_group`; `scale` for a group without one).
 
   `overhead_ms` (and `scale`, `per_mparam_ms`, `group_scales`) default to the table's
-  calibration; `fit`
-  refits them on end-to-end measurements. `fill(keys)`, when given, is called with the
-  entries an architecture needs that the table lacks (e.g. `Builder.measure`) before
-  predicting; without it those raise MissingEntriesError.
+  calibration; `fit` refits them on end-to-end measurements. `fill(keys)`, when given, is
+  called with the entries an architecture needs that the table lacks (e.g.
+  `Builder.measure`) before predicting; without it those raise MissingEntriesError.
   """
 
   def __init__(self, table: LatencyTable, overhead_ms: float | None = None,
@@ -71,9 +70,9 @@ class Predictor:
     keys = list(self.table.entries)
     self._index = {k: i for i, k in enumerate(keys)}
     self._ms = np.array([float(self.table.entries[k]['ms']) for k in keys], np.float64)
-    self._groups = [entry_group(k) for k in keys] if self.group_scales else None
-    self._scales = (np.array([self.group_scales.get(g, self.scale) for g in self._groups])
-                    if self.group_scales else np.full(len(keys), self.scale))
+    g = self.group_scales
+    self._scales = np.array([g.get(entry_group(k), self.scale) if g else self.scale
+                             for k in keys], np.float64)
     if self.per_mparam_ms:
       self._mparams = np.array([self._entry_mparams(k) for k in keys], np.float64)
 
