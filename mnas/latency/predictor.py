@@ -197,8 +197,12 @@ class Predictor:
   def _fit_groups(self, archs, y: np.ndarray) -> tuple[dict, float, float]:
     """Least squares of y on [group sums, 1, Mparams] with a ridge pulling each group's
     scale towards 1 (GROUPS_RIDGE x the mean squared group sum): groups the measurements
-    say little about keep their entries' values."""
+    say little about keep their entries' values. A group whose sum is the same in every
+    architecture (a space's one stem or head) is part of the overhead: it keeps scale 1."""
     names, sums = self.group_sums(archs)
+    varies = np.ptp(sums, axis=0) > 0
+    y = y - sums[:, ~varies].sum(1)  # Those keep scale 1: their time is predicted as it is.
+    names, sums = [n for n, v in zip(names, varies) if v], sums[:, varies]
     a = np.concatenate([sums, np.ones((len(y), 1)), self.mparams_batch(archs)[:, None]], 1)
     lam = np.sqrt(GROUPS_RIDGE * np.mean(sums ** 2, axis=0) + 1e-12)
     prior = np.zeros((len(names), a.shape[1]))
