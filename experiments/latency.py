@@ -46,14 +46,21 @@ def get_config() -> ml_collections.ConfigDict:
   c.statistic = 'median'
   c.max_spread = 0.2  # Marginal costs are differences of two timings: noisier than either.
   c.remeasure = 2
-  # 'marginal': entry = (t(chain of `chain` copies) - t(one copy)) / (chain - 1), the cost of
-  # a block inside a compiled program without the per-call overhead; 'single': one call.
-  c.method = 'marginal'
+  # 'loop': entry = t(the block called k times inside one compiled loop) / k, as end-to-end
+  # architectures are timed (on the tiny space at 32x32 an architecture's entries then sum
+  # to its end-to-end time within 3%; LiteRT: one invoke); 'marginal': (t(chain of `chain`
+  # copies) - t(one copy)) / (chain - 1) (28% short there); 'single': one call.
+  c.method = 'loop'
   c.chain = 2
   # 'auto': process CPU time for one CPU thread (steady on a shared machine), else wall time.
   c.clock = 'auto'
   c.pin = True  # Bind the measuring process to `threads` CPUs.
   c.depthwise_impl = 'auto'  # mnas.ops depthwise implementation, as in the model.
+  # Time every entry and architecture in alternation with one reference architecture of the
+  # space and report it relative to that (in the reference's ms, recorded by the table's
+  # first measurement): a slow spell of a shared machine scales both and cancels
+  # (mnas.latency.timing.time_pair; measured: 17% -> 3% spread of an architecture's timing).
+  c.reference = True
 
   c.calibration_archs = 8  # Measured end to end to fit the correction (`calibration_model`).
   # The calibration's correction: 'constant' overhead, 'linear' (scale + overhead),

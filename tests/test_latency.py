@@ -435,3 +435,51 @@ def test_a_remeasured_entry_times_the_program_it_compiled(monkeypatch):
   monkeypatch.setattr(jax, 'jit', None)  # Compiling again would fail.
   stats = timing.measure_robust(lambda p: measurer.measure_entry(spec, p), protocol)
   assert stats['attempts'] == 3 and stats['compile_s'] == first['compile_s'] > 0
+
+
+def test_timing_relative_to_a_reference_cancels_a_slow_spell(monkeypatch):
+  """A machine whose speed changes between repeats (a fake clock: every call costs its work
+  x the repeat's slowness, 1-3x): samples relative to the reference are the true cost,
+  the raw ones are not; the chain's marginal cost likewise."""
+  from mnas.latency import timing
+  now, slow = [0.0], [1.0]
+  rng = np.random.default_rng(0)
+
+  def work(seconds, new_spell=False):
+    def call():
+      if new_spell:
+        slow[0] = rng.uniform(1.0, 3.0)
+      now[0] += seconds * slow[0]
+    return call
+  monkeypatch.setitem(timing.CLOCKS, 'wall', lambda: now[0])
+  # The model (3 ms a call, 4 calls a timing) and the reference (2 ms a call, 1 call;
+  # recorded as 2 ms): the machine's speed changes before each repeat.
+  out = timing.time_pair(work(12e-3, new_spell=True), None, 1, warmup=1, repeats=25,
+                         min_seconds=0.0, clock='wall', reference=(work(2e-3), 1, 2e-3),
+                         calls=4)
+  assert out['median'] == pytest.approx(3.0) and out['iqr'] == pytest.approx(0.0, abs=1e-9)
+  assert out['raw_iqr'] > 0.5 and out['raw_median'] > 3.3  # Raw: the slow spells.
+  # A chain of 3 copies of a 1 ms entry over a 0.5 ms per-call cost; the reference recorded
+  # at 4 ms though it takes 2 ms now: the table's scale wins.
+  out = timing.time_pair(work(1.5e-3, new_spell=True), work(3.5e-3), 3, warmup=1, repeats=25,
+                         min_seconds=0.0, clock='wall', reference=(work(2e-3), 1, 4e-3))
+  assert out['median'] == pytest.approx(2.0) and out['reference_ms'] == pytest.approx(4.0)
+
+
+def test_a_new_table_records_its_reference_from_its_first_measurement():
+  settings = SETTINGS.replace(num_classes=10)
+  table = latency.new_table(MICRO, 'xla-cpu', settings)
+  assert MICRO.contains(parse(table.meta['reference_arch']))
+  assert table.meta['reference_ms'] is None
+  assert 'reference_arch' not in latency.new_table(MICRO, 'xla-cpu',
+                                                   settings.replace(reference=False)).meta
+
+  class Runner:
+    def measure_entry(self, spec, protocol):
+      assert protocol['reference_arch'] == table.meta['reference_arch']
+      ms = protocol['reference_ms']
+      return dict(median=1.0, iqr=0.0, n=5, reference_ms=0.7 if ms is None else ms)
+  builder = latency.Builder(table, runner=Runner(), progress=False)
+  keys = latency.space_keys(MICRO, num_classes=10)[:3]
+  builder.measure(keys)
+  assert table.meta['reference_ms'] == 0.7 and builder.protocol['reference_ms'] == 0.7

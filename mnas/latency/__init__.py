@@ -22,13 +22,22 @@ RMSE, MAPE, the share within +-5% / +-10% and Spearman's rank correlation (as nn
 Where a plain sum of isolated timings goes wrong (xla-cpu, found while validating):
   * per-call overhead: each jitted call pays Python/PJRT dispatch and argument handling
     (~15-50 us of CPU); an end-to-end model pays it once, a sum of single-call timings once
-    per entry. Entries are therefore timed as the *marginal* cost of one more block inside
-    one compiled program (`method='marginal'`, see `mnas.latency.timing`).
+    per entry; at 32x32 (0.2-0.3 ms for a model's ~50-300 arrays) it costs more than the
+    model and is as noisy. Entries and architectures are therefore timed inside one
+    compiled loop that calls them several times (`method='loop'`, `XlaMeasurer._loop`).
+    The *marginal* cost of one more block in a chain of copies (`method='marginal'`, see
+    `mnas.latency.timing`) came out 28% short of the end-to-end time on the tiny space at
+    32x32, the loop's within 3%.
   * shared weights are cache-hot: a chain of copies of one block that share weights reads
     them from cache for every copy but the first; the copies get their own weights.
   * load from other processes inflates wall time; one thread pinned to one core measured
     in process CPU time (`clock='cpu'`) is steady on a busy machine, and end-to-end timings
     are taken in several shuffled rounds keeping each architecture's best round.
+  * a shared machine has slow spells that CPU time does not remove (another tenant's memory
+    traffic, the clock frequency): on a quiet 2-core VM an architecture's timing varied by
+    17% between rounds, as much as the architectures of the tiny space differ at 32x32.
+    Every entry and architecture is therefore timed in alternation with a reference
+    architecture of the space and reported relative to it (`reference`; 3% between rounds).
   * what remains is a per-model cost the entries do not see: an entry timed alone keeps its
     weights in cache, a whole network streams its weights from memory on every call. The
     calibration (a constant overhead, or `calibration_model='weights'`: overhead + ms per

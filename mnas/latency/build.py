@@ -69,6 +69,11 @@ class Builder:
       self._runner.close()
       self._runner = None
 
+  def _record_reference(self, stats: dict) -> None:
+    """The table's first measurement fixes `reference_ms`, the scale of all the others."""
+    if 'reference_ms' in stats and self.table.meta.get('reference_ms') is None:
+      self.table.meta['reference_ms'] = self.protocol['reference_ms'] = stats['reference_ms']
+
   def measure(self, keys: Sequence[str], desc: str = 'latency') -> int:
     """Measures the `keys` the table lacks; returns how many were measured."""
     todo = self.table.missing(keys)
@@ -81,6 +86,7 @@ class Builder:
       for i, key in enumerate(todo):
         spec = parse_key(key)
         stats = timing.measure_robust(lambda p: runner.measure_entry(spec, p), self.protocol)
+        self._record_reference(stats)
         self.table.add(key, stats)
         bar.set_postfix_str(f'{key[:40]} {self.table.entries[key]["ms"]:.3f} ms', refresh=False)
         bar.update(1)
@@ -112,6 +118,8 @@ class Builder:
           stats = timing.measure_robust(
               lambda p: self.runner.measure_arch(str(archs[i]), num_classes, p),
               dict(protocol, remeasure=0) if r else protocol)
+          self._record_reference(stats)
+          protocol['reference_ms'] = self.protocol.get('reference_ms')
           old = best[i]
           medians = (old or {}).get('round_medians', []) + [round(stats['median'], 5)]
           if old is None or stats['median'] < old['median']:
@@ -141,6 +149,11 @@ def new_table(space: Space | str, target: str, settings: Settings, *,
               resolution=resolution, **settings.table_meta(target),
               model_code=model_code_hash(), created=timestamp(), complete=False,
               cpu=targets.cpu_model())
+  if settings.reference and target in targets.MEASURABLE and not isinstance(space, str):
+    meta['reference_arch'] = str(sample_archs(space, 1, seed=20_000 + settings.seed,
+                                              width_multiplier=width_multiplier,
+                                              resolution=resolution)[0])
+    meta['reference_ms'] = None  # Set by the first measurement (`Builder`).
   return LatencyTable(meta, path=path)
 
 

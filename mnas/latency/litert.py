@@ -75,51 +75,53 @@ class LiteRTMeasurer:
   def __init__(self, threads: int, depthwise_impl: str):
     require_litert()
     self.threads, self.depthwise_impl = threads, litert_impl(depthwise_impl)
-    self._cache: dict = {}
     self._programs: dict = {}
+    self.reference = timing.Reference(self._arch_call)
 
   def _interpreter(self, content: bytes):
     from ai_edge_litert.interpreter import Interpreter
     it = Interpreter(model_content=content, num_threads=self.threads)
     it.allocate_tensors()
+    for j, d in enumerate(it.get_input_details()):
+      it.set_tensor(d['index'], entries.random_input(d['shape'], 100 + j))
     return it
 
-  def _time(self, module, in_shape, protocol: Mapping[str, Any], chain_inputs: bool,
-            cache_key=None) -> dict:
-    if cache_key is not None and cache_key in self._programs:  # Converted before: time again.
-      return timing.time_calls(protocol, self._programs[cache_key])
+  def _convert(self, module, in_shape, protocol: Mapping[str, Any], chain: int):
+    """([invoke of one copy, invoke of `chain` copies (when > 1)], compile seconds)."""
     shape = (protocol['batch_size'],) + tuple(in_shape)
     variables = entries.random_variables(module, shape, protocol['seed'])
-    method, k = protocol['method'], int(protocol['chain'])
     apply = lambda x: module.apply(variables, x)
     t0 = time.perf_counter()
     programs = [self._interpreter(to_tflite(apply, [shape]))]
-    if method == 'marginal' and chain_inputs and k > 1:
-      programs.append(self._interpreter(to_tflite(lambda *xs: [apply(x) for x in xs], [shape] * k)))
-    compile_s = time.perf_counter() - t0
-    for p in programs:
-      for j, d in enumerate(p.get_input_details()):
-        p.set_tensor(d['index'], entries.random_input(d['shape'], 100 + j))
-    calls = [p.invoke for p in programs]
-    if cache_key is not None:
-      self._programs[cache_key] = calls[0]
-      while len(self._programs) > XlaMeasurer.CACHE:
-        self._programs.pop(next(iter(self._programs)))
-    return timing.time_calls(protocol, calls[0], calls[1] if len(calls) > 1 else None, k,
-                             compile_s)
+    if chain > 1:
+      programs.append(self._interpreter(to_tflite(lambda *xs: [apply(x) for x in xs],
+                                                  [shape] * chain)))
+    return [p.invoke for p in programs], time.perf_counter() - t0
 
   def measure_entry(self, spec: dict, protocol: Mapping[str, Any]) -> dict:
     module, in_shape = entries.entry_module(spec, litert_impl(protocol['depthwise_impl']),
                                             LITERT_LAYER_IMPL)
-    return self._time(module, in_shape, protocol, chain_inputs=True)
+    # 'loop' is one invoke here: an interpreter has no per-call dispatch of arrays to amortise.
+    k = int(protocol['chain']) if protocol['method'] == 'marginal' else 1
+    calls, compile_s = self._convert(module, in_shape, protocol, k)
+    return timing.time_calls(protocol, calls[0], calls[1] if k > 1 else None, k, compile_s,
+                             self.reference(protocol))
+
+  def _arch_call(self, arch_str: str, num_classes: int, protocol: Mapping[str, Any]):
+    """(invoke, 1, compile seconds) of a whole architecture, converted once and kept."""
+    key = (arch_str, num_classes)
+    if key not in self._programs:
+      model, in_shape = entries.arch_model(arch_str, num_classes,
+                                           litert_impl(protocol['depthwise_impl']),
+                                           LITERT_LAYER_IMPL)
+      calls, compile_s = self._convert(model, in_shape, protocol, 1)
+      while len(self._programs) >= XlaMeasurer.CACHE:
+        self._programs.pop(next(iter(self._programs)))
+      self._programs[key] = (calls[0], 1, compile_s)
+    return self._programs[key]
 
   def measure_arch(self, arch_str: str, num_classes: int, protocol: Mapping[str, Any]) -> dict:
-    key = (arch_str, num_classes)
-    if key not in self._cache:
-      self._cache[key] = entries.arch_model(arch_str, num_classes,
-                                            litert_impl(protocol['depthwise_impl']),
-                                            LITERT_LAYER_IMPL)
-      while len(self._cache) > XlaMeasurer.CACHE:
-        self._cache.pop(next(iter(self._cache)))
-    return self._time(*self._cache[key], dict(protocol, method='single'), chain_inputs=False,
-                      cache_key=key)
+    """End to end, relative to the reference (`timing.Reference`); converted once."""
+    call, calls, compile_s = self._arch_call(arch_str, num_classes, protocol)
+    return timing.time_calls(protocol, call, None, calls, compile_s,
+                             self.reference(dict(protocol, num_classes=num_classes), arch_str))

@@ -17,7 +17,7 @@ from mnas.latency import timing
 from mnas.latency.predictor import OVERHEAD_MODELS
 
 STATISTICS = ('median', 'p25', 'p10', 'min', 'mean')
-METHODS = ('marginal', 'single')
+METHODS = ('loop', 'marginal', 'single')
 _CAST = {'int': int, 'float': float, 'str': str, 'bool': bool}
 
 
@@ -34,11 +34,13 @@ class Settings:
   statistic: str  # Of the samples: an entry's ms (STATISTICS).
   max_spread: float  # IQR / median above which an entry is re-measured ...
   remeasure: int  # ... up to this many times.
-  method: str  # 'marginal' (a chain of `chain` copies minus one) or 'single'.
+  method: str  # 'loop' (calls in a compiled loop), 'marginal' (a chain of `chain` copies
+  # minus one) or 'single'.
   chain: int
   clock: str  # 'cpu', 'wall' or 'auto' (`timing.default_clock`).
   pin: bool  # Bind the measuring process to `threads` CPUs.
   depthwise_impl: str  # mnas.ops depthwise implementation, as in the model.
+  reference: bool  # Time everything relative to a reference architecture (`timing.time_pair`).
   seed: int  # Of the random variables and of the sampled architectures.
   calibration_archs: int  # Measured end to end to fit the calibration ...
   calibration_model: str  # ... 'constant', 'linear', 'weights' or 'groups' (OVERHEAD_MODELS).
