@@ -41,7 +41,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Measurement: warm-up, repeats (extended until min_seconds), the statistic of the samples,
   # the spread (IQR / median) above which an entry is re-measured (up to `remeasure` times).
   c.warmup = 5
-  c.repeats = 30
+  c.repeats = 15
+  # An entry is the median over this many instances (its own variables, buffers and compiled
+  # program): where code and buffers land moves a small program's time (tiny space at 32x32:
+  # 4-25% between instances of an entry, 1-2% between timings of one instance).
+  c.instances = 3
   c.min_seconds = 0.05
   c.statistic = 'median'
   c.max_spread = 0.2  # Marginal costs are differences of two timings: noisier than either.

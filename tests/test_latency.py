@@ -281,7 +281,8 @@ def test_predictor_fills_missing_entries_on_demand():
   pred = latency.Predictor(table, fill=lambda keys: builder.measure(keys))
   archs = latency.sample_archs(space, 5, seed=0)
   out = pred.predict_batch(archs)
-  assert runner.calls == len(latency.keys_for(archs)) == len(table)
+  assert runner.calls == SETTINGS.instances * len(latency.keys_for(archs))
+  assert len(table) == len(latency.keys_for(archs))
   expected = [sum(fake_stats(latency.parse_key(k))['median'] for k in latency.arch_keys(a)) + 0.1
               for a in archs]
   assert out == pytest.approx(expected)
@@ -292,7 +293,7 @@ def test_predictor_fills_missing_entries_on_demand():
 def test_build_is_incremental_and_resumable(tmp_path):
   path = str(tmp_path / 'table.json')
   n = len(latency.space_keys(SMALL))
-  settings = SETTINGS.replace(save_every=3, calibration_archs=2)
+  settings = SETTINGS.replace(save_every=3, calibration_archs=2, instances=1)
   with pytest.raises(KeyboardInterrupt):
     latency.build_table(SMALL, 'xla-cpu', settings, path=path, runner=FakeRunner(fail_after=7),
                         progress=False)
@@ -483,3 +484,21 @@ def test_a_new_table_records_its_reference_from_its_first_measurement():
   keys = latency.space_keys(MICRO, num_classes=10)[:3]
   builder.measure(keys)
   assert table.meta['reference_ms'] == 0.7 and builder.protocol['reference_ms'] == 0.7
+
+
+def test_an_entry_is_the_median_of_its_instances():
+  """Each instance is measured with its own seed (variables, buffers, compile); the entry is
+  the median instance's statistics with the median of the instances' statistic."""
+  seen = []
+
+  class Runner(FakeRunner):
+    def measure_entry(self, spec, protocol):
+      seen.append(protocol['seed'])
+      return dict(median=[3.0, 1.0, 2.0][protocol['seed'] - 7], iqr=0.01 * protocol['seed'], n=5)
+  table = latency.new_table(MICRO, 'xla-cpu', SETTINGS.replace(seed=7, instances=3))
+  key = latency.space_keys(MICRO, num_classes=1000)[0]
+  latency.Builder(table, runner=Runner(), progress=False).measure([key])
+  assert seen == [7, 8, 9]
+  entry = table.entries[key]
+  assert entry['ms'] == entry['median'] == 2.0 and entry['iqr'] == pytest.approx(0.09)
+  assert entry['instance_medians'] == [3.0, 1.0, 2.0] and entry['instances'] == 3

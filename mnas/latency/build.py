@@ -53,6 +53,7 @@ class Builder:
     self._log_path = log_path or table.worker_log
     # Imported (device) tables have no protocol; they cannot be measured here anyway.
     self.protocol = {k: table.meta[k] for k in timing.PROTOCOL if k in table.meta}
+    self.seed = int(table.meta.get('seed', 0))  # Instance j of a program: seed + j.
 
   @property
   def runner(self):
@@ -85,9 +86,12 @@ class Builder:
     try:
       for i, key in enumerate(todo):
         spec = parse_key(key)
-        stats = timing.measure_robust(lambda p: runner.measure_entry(spec, p), self.protocol)
-        self._record_reference(stats)
-        self.table.add(key, stats)
+        runs = []
+        for j in range(int(self.table.meta.get('instances', 1))):
+          runs.append(timing.measure_robust(lambda p: runner.measure_entry(spec, p),
+                                            dict(self.protocol, seed=self.seed + j)))
+          self._record_reference(runs[-1])
+        self.table.add(key, timing.over_instances(runs, self.table.meta['statistic']))
         bar.set_postfix_str(f'{key[:40]} {self.table.entries[key]["ms"]:.3f} ms', refresh=False)
         bar.update(1)
         if self.table.path and self.save_every and (i + 1) % self.save_every == 0:
@@ -104,33 +108,32 @@ class Builder:
                     desc: str = 'end to end', rounds: int = 3) -> list[dict]:
     """End-to-end statistics of whole architectures on the table's target.
 
-    Measured in `rounds` passes over all architectures in shuffled order (each compiled
-    once), keeping per architecture the round with the lowest median: a burst of load from
-    other processes then spoils one round of a few architectures, not an architecture.
+    Measured in `rounds` passes over all architectures in shuffled order, each pass a fresh
+    instance of every model (seed + round: its own variables, buffers and compiled
+    program); an architecture's `ms` is the median over its instances
+    (`timing.over_instances`), its `round_medians` what `validation.repeatability` compares.
     """
-    best: list[dict | None] = [None] * len(archs)
+    runs: list[list[dict]] = [[] for _ in archs]
     rng = np.random.default_rng(0)
-    protocol = dict(self.protocol, method='single')
     bar = progress_bar(len(archs) * rounds, desc, self.progress)
     try:
       for r in range(rounds):
+        protocol = dict(self.protocol, method='single', seed=self.seed + r)
         for i in (rng.permutation(len(archs)) if r else range(len(archs))):
-          stats = timing.measure_robust(
-              lambda p: self.runner.measure_arch(str(archs[i]), num_classes, p),
-              dict(protocol, remeasure=0) if r else protocol)
-          self._record_reference(stats)
+          runs[i].append(timing.measure_robust(
+              lambda p: self.runner.measure_arch(str(archs[i]), num_classes, p), protocol))
+          self._record_reference(runs[i][-1])
           protocol['reference_ms'] = self.protocol.get('reference_ms')
-          old = best[i]
-          medians = (old or {}).get('round_medians', []) + [round(stats['median'], 5)]
-          if old is None or stats['median'] < old['median']:
-            best[i] = dict(stats, compile_s=(old or stats).get('compile_s', 0.0))
-          best[i]['round_medians'] = medians
           bar.update(1)
     finally:
       bar.close()
-    for stats in best:
+    out = []
+    for arch_runs in runs:
+      stats = timing.over_instances(arch_runs, self.table.meta['statistic'])
       stats['ms'] = float(stats[self.table.meta['statistic']])
-    return best
+      stats['round_medians'] = stats['instance_medians']
+      out.append(stats)
+    return out
 
 
 def new_table(space: Space | str, target: str, settings: Settings, *,

@@ -109,7 +109,7 @@ class LiteRTMeasurer:
 
   def _arch_call(self, arch_str: str, num_classes: int, protocol: Mapping[str, Any]):
     """(invoke, 1, compile seconds) of a whole architecture, converted once and kept."""
-    key = (arch_str, num_classes)
+    key = (arch_str, num_classes, protocol['seed'])
     if key not in self._programs:
       model, in_shape = entries.arch_model(arch_str, num_classes,
                                            litert_impl(protocol['depthwise_impl']),

@@ -30,6 +30,7 @@ class Settings:
   batch_size: int
   warmup: int  # Untimed calls first.
   repeats: int  # Timed calls (more while under min_seconds).
+  instances: int  # An entry is the median of this many instances (variables, buffers, compile).
   min_seconds: float
   statistic: str  # Of the samples: an entry's ms (STATISTICS).
   max_spread: float  # IQR / median above which an entry is re-measured ...
@@ -75,6 +76,7 @@ class Settings:
     return dict(num_classes=self.num_classes, threads=self.threads, batch_size=self.batch_size,
                 dtype='float32', unit='ms', statistic=self.statistic, method=self.method,
                 chain=self.chain if self.method == 'marginal' else 1, repeats=self.repeats,
-                warmup=self.warmup, max_spread=self.max_spread, remeasure=self.remeasure,
+                warmup=self.warmup, instances=self.instances, max_spread=self.max_spread,
+                remeasure=self.remeasure,
                 min_seconds=self.min_seconds, depthwise_impl=self.depthwise_impl,
                 clock=self.resolved_clock(target), pin=self.pin, seed=self.seed)

@@ -3,8 +3,9 @@
 The report has RMSE, MAPE, the share within +-5% / +-10% and Spearman's rank correlation of
 predicted against measured latency, as nn-Meter reports them (Zhang et al. 2021), for the
 predictor, the plain sum of entries and each correction fitted on half the architectures;
-the end-to-end measurement's own repeatability (the same metrics between two independent
-rounds of measuring the same architectures: no predictor can rank better than that); and
+the end-to-end measurement's own repeatability (the same metrics between two instances of
+the same architectures, each with its own variables, buffers and compiled program: no
+predictor can rank better than that); and
 the CPU the table was built on against this one, said out loud when they differ. `validate`
 writes it as JSON, a scatter plot (PNG) and TensorBoard summaries.
 """
@@ -48,8 +49,8 @@ def metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, 
 
 
 def repeatability(measured_stats: Sequence[dict]) -> dict[str, float]:
-  """`metrics` of the second round of end-to-end medians against the first (the same
-  architectures measured twice, `Builder.measure_archs`); {} with fewer than two rounds."""
+  """`metrics` of the second instance's end-to-end medians against the first's (the same
+  architectures measured twice, `Builder.measure_archs`); {} with fewer than two."""
   rounds = [s.get('round_medians') or [] for s in measured_stats]
   if not rounds or min(len(r) for r in rounds) < 2:
     return {}
