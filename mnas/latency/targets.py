@@ -102,7 +102,7 @@ class XlaMeasurer:
   """Times entries and architectures with jitted programs in *this* process."""
 
   CACHE = 128  # Compiled end-to-end models kept for re-measurement rounds.
-  LOOP_MS = 2.0  # An end-to-end timing covers at least this long (`calls` model calls).
+  LOOP_MS = 2.0  # A timing of `_loop` covers at least this long (`calls` calls).
 
   def __init__(self, target: str, batch_size: int, depthwise_impl: str):
     import jax
