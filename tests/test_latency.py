@@ -247,11 +247,11 @@ def test_groups_model_recovers_per_group_scales():
 
 
 def test_repeatability_compares_two_rounds_of_the_same_architectures():
-  stats = [dict(round_medians=[m, m * f]) for m, f in [(1.0, 1.09), (2.0, 1.0), (3.0, 0.96)]]
+  stats = [dict(instance_medians=[m, m * f]) for m, f in [(1.0, 1.09), (2.0, 1.0), (3.0, 0.96)]]
   r = latency.validation.repeatability(stats)
   assert r['within_10pct'] == 1.0 and r['within_5pct'] == pytest.approx(2 / 3)
   assert r['spearman'] == pytest.approx(1.0)
-  assert latency.validation.repeatability([dict(round_medians=[1.0])]) == {}
+  assert latency.validation.repeatability([dict(instance_medians=[1.0])]) == {}
 
 
 def test_predictor_is_vectorised():

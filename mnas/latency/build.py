@@ -111,7 +111,7 @@ class Builder:
     Measured in `rounds` passes over all architectures in shuffled order, each pass a fresh
     instance of every model (seed + round: its own variables, buffers and compiled
     program); an architecture's `ms` is the median over its instances
-    (`timing.over_instances`), its `round_medians` what `validation.repeatability` compares.
+    (`timing.over_instances`); `validation.repeatability` compares its `instance_medians`.
     """
     runs: list[list[dict]] = [[] for _ in archs]
     rng = np.random.default_rng(0)
@@ -131,7 +131,6 @@ class Builder:
     for arch_runs in runs:
       stats = timing.over_instances(arch_runs, self.table.meta['statistic'])
       stats['ms'] = float(stats[self.table.meta['statistic']])
-      stats['round_medians'] = stats['instance_medians']
       out.append(stats)
     return out
 

@@ -51,7 +51,7 @@ def metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, 
 def repeatability(measured_stats: Sequence[dict]) -> dict[str, float]:
   """`metrics` of the second instance's end-to-end medians against the first's (the same
   architectures measured twice, `Builder.measure_archs`); {} with fewer than two."""
-  rounds = [s.get('round_medians') or [] for s in measured_stats]
+  rounds = [s.get('instance_medians') or [] for s in measured_stats]
   if not rounds or min(len(r) for r in rounds) < 2:
     return {}
   return metrics([r[1] for r in rounds], [r[0] for r in rounds])
@@ -155,7 +155,7 @@ def validate(table: LatencyTable, space: Space, settings: Settings, n: int, seed
   report['architectures'] = [dict(arch=str(a), measured_ms=round(float(m), 5),
                                   predicted_ms=round(float(p), 5), sum_ms=round(float(s), 5),
                                   mparams=round(float(w), 5), spread=round(timing.spread(st), 4),
-                                  round_medians=st.get('round_medians'))
+                                  instance_medians=st.get('instance_medians'))
                              for a, m, p, s, w, st in zip(archs, measured, predicted, sums, mparams,
                                                           measured_stats)]
   if workdir:
