@@ -173,9 +173,11 @@ def build_table(space: Space, target: str, settings: Settings, *, path: str | No
   (`settings.calibration_model`) is fitted and stored in the table.
 
   Measurement (`Settings`): `warmup` calls, `repeats` timed calls (more while under
-  `min_seconds`), `method` 'marginal' (in-program cost: a chain of `chain` copies minus one
-  copy) or 'single'; entries whose spread (IQR / median) exceeds `max_spread` are
-  re-measured up to `remeasure` times; `statistic` of the samples is the entry's `ms`.
+  `min_seconds`), `method` 'loop' (calls inside one compiled loop), 'marginal' (in-program
+  cost: a chain of `chain` copies minus one copy) or 'single'; with `reference`, relative to
+  the table's reference architecture; entries whose spread (IQR / median) exceeds
+  `max_spread` are re-measured up to `remeasure` times; `statistic` of the samples is the
+  entry's `ms`, the median over `instances` fresh instances.
   `clock` 'cpu' (the default for one CPU thread: process CPU time, steady on a loaded
   machine) or 'wall'; `pin` binds the measuring process to `threads` CPUs.
   """
