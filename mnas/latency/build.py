@@ -118,12 +118,11 @@ class Builder:
     bar = progress_bar(len(archs) * rounds, desc, self.progress)
     try:
       for r in range(rounds):
-        protocol = dict(self.protocol, method='single', seed=self.seed + r)
         for i in (rng.permutation(len(archs)) if r else range(len(archs))):
           runs[i].append(timing.measure_robust(
-              lambda p: self.runner.measure_arch(str(archs[i]), num_classes, p), protocol))
+              lambda p: self.runner.measure_arch(str(archs[i]), num_classes, p),
+              dict(self.protocol, seed=self.seed + r)))
           self._record_reference(runs[i][-1])
-          protocol['reference_ms'] = self.protocol.get('reference_ms')
           bar.update(1)
     finally:
       bar.close()

@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 from mnas.latency import entries, timing
-from mnas.latency.targets import TargetUnavailableError, XlaMeasurer
+from mnas.latency.targets import TargetUnavailableError, remember
 
 LITERT_PACKAGES = 'ai-edge-litert==2.3.0 and litert-converter==0.5.0'
 
@@ -115,9 +115,7 @@ class LiteRTMeasurer:
                                            litert_impl(protocol['depthwise_impl']),
                                            LITERT_LAYER_IMPL)
       calls, compile_s = self._convert(model, in_shape, protocol, 1)
-      while len(self._programs) >= XlaMeasurer.CACHE:
-        self._programs.pop(next(iter(self._programs)))
-      self._programs[key] = (calls[0], 1, compile_s)
+      remember(self._programs, key, (calls[0], 1, compile_s))
     return self._programs[key]
 
   def measure_arch(self, arch_str: str, num_classes: int, protocol: Mapping[str, Any]) -> dict:

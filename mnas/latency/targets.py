@@ -98,10 +98,17 @@ def environment(target: str) -> dict[str, Any]:
 # XLA targets (CPU and accelerators): one process, jitted programs.
 # ------------------------------------------------------------------------------------------
 
+def remember(cache: dict, key, value, size: int = 128) -> None:
+  """Keeps `value` under `key`, forgetting the oldest entries beyond `size` (the compiled
+  programs a re-measurement round times again)."""
+  while len(cache) >= size:
+    cache.pop(next(iter(cache)))
+  cache[key] = value
+
+
 class XlaMeasurer:
   """Times entries and architectures with jitted programs in *this* process."""
 
-  CACHE = 128  # Compiled end-to-end models kept for re-measurement rounds.
   LOOP_MS = 2.0  # A timing of `_loop` covers at least this long (`calls` calls).
 
   def __init__(self, target: str, batch_size: int, depthwise_impl: str):
@@ -122,15 +129,15 @@ class XlaMeasurer:
     import jax
     return jax.device_put(tree, self.device)
 
-  def _time(self, module, in_shape, protocol: Mapping[str, Any], chain_inputs: bool,
-            cache_key=None) -> dict:
+  def _time(self, module, in_shape, protocol: Mapping[str, Any], cache_key) -> dict:
+    """An entry as `method` 'single' calls or 'marginal' chains (`timing.time_pair`)."""
     import jax
-    if cache_key is not None and cache_key in self._cache:  # Compiled before: time again.
+    if cache_key in self._cache:  # Compiled before: time again.
       return timing.time_calls(protocol, *self._cache[cache_key],  # compile_s: the first's.
                                reference=self.reference(protocol))
     shape = (protocol['batch_size'],) + tuple(in_shape)
     method, k = protocol['method'], int(protocol['chain'])
-    n = k if (method == 'marginal' and chain_inputs and k > 1) else 1
+    n = k if (method == 'marginal' and k > 1) else 1
     seed = int(protocol['seed'])
     t0 = time.perf_counter()
     shapes = entries.variable_shapes(module, shape)
@@ -161,10 +168,7 @@ class XlaMeasurer:
     single()
     compile_s = time.perf_counter() - t0
     stats = timing.time_calls(protocol, single, chained, k, compile_s, self.reference(protocol))
-    if cache_key is not None:
-      while len(self._cache) >= self.CACHE:
-        self._cache.pop(next(iter(self._cache)))
-      self._cache[cache_key] = (single, chained, k, compile_s)
+    remember(self._cache, cache_key, (single, chained, k, compile_s))
     return stats
 
   def measure_entry(self, spec: dict, protocol: Mapping[str, Any]) -> dict:
@@ -178,7 +182,7 @@ class XlaMeasurer:
     for old in [k for k in self._cache if k[0] == 'entry' and k != key]:
       del self._cache[old]  # Re-measurements follow at once: one entry's program is enough.
     if protocol['method'] != 'loop':
-      return self._time(module, in_shape, protocol, chain_inputs=True, cache_key=key)
+      return self._time(module, in_shape, protocol, key)
     call, calls, compile_s = self._compiled_loop(key, lambda: (module, in_shape), protocol)
     return timing.time_calls(protocol, call, None, 1, compile_s, self.reference(protocol), calls)
 
@@ -212,9 +216,7 @@ class XlaMeasurer:
   def _compiled_loop(self, key, module_and_shape, protocol: Mapping[str, Any]):
     """`_loop` of `module_and_shape()`, compiled once per `key` and kept."""
     if key not in self._cache:
-      while len(self._cache) >= self.CACHE:
-        self._cache.pop(next(iter(self._cache)))
-      self._cache[key] = self._loop(*module_and_shape(), protocol)
+      remember(self._cache, key, self._loop(*module_and_shape(), protocol))
     return self._cache[key]
 
   def _arch_loop(self, arch_str: str, num_classes: int, protocol: Mapping[str, Any]):
