@@ -502,3 +502,23 @@ def test_an_entry_is_the_median_of_its_instances():
   entry = table.entries[key]
   assert entry['ms'] == entry['median'] == 2.0 and entry['iqr'] == pytest.approx(0.09)
   assert entry['instance_medians'] == [3.0, 1.0, 2.0] and entry['instances'] == 3
+
+
+@pytest.mark.parametrize('date, recalibrates', [('2020-01-01T00:00:00+00:00', True),
+                                                (None, False)])
+def test_validate_calibrates_again_only_a_table_it_did_not_just_build(monkeypatch, tmp_path, date,
+                                                                      recalibrates):
+  """`latency validate` on a table its own build calibrated moments ago does not measure the
+  same calibration architectures again (on a GPU that doubled the command's time); an older
+  table is recalibrated (`config.recalibrate`: the machine's state moves)."""
+  from mnas.latency import cli, table as table_lib
+  table = fake_table(search_spaces.get_space('tiny'))
+
+  def load_or_build(*args):  # Calibrated then (a build), or long before.
+    table.calibration['date'] = date or table_lib.timestamp()
+    return table
+  seen = {}
+  monkeypatch.setattr(cli.load, 'load_or_build', load_or_build)
+  monkeypatch.setattr(cli, 'validate', lambda *a, **kw: seen.update(kw) or {})
+  cli.main('validate', latency_config.get_config(), str(tmp_path))
+  assert seen['recalibrate'] is recalibrates
