@@ -428,3 +428,55 @@ def test_nsga2_beats_random_on_two_objectives():
   ours = [hv(nsga2, s, True) for s in range(3)]
   theirs = [hv(rand, s, False) for s in range(3)]
   assert min(ours) > max(theirs) and np.mean(ours) > np.mean(theirs) + 0.05, (ours, theirs)
+
+
+def _two_policies(num_options=(2, 3, 2)):
+  """An LSTM policy and two of its parameter sets far apart (the second: the first plus
+  noise; an initial policy is close to uniform)."""
+  c = controllers.make_controller('mnasnet', num_options)
+  old = c.init(jax.random.PRNGKey(1))['params']
+  leaves, tree = jax.tree.flatten(old)
+  keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+  new = jax.tree.unflatten(tree, [x + jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+  return c, old, new
+
+
+def test_lstm_kl_is_the_exact_kl_between_sequence_distributions():
+  """`LSTMPolicy.kl` on one sequence, weighted by its probability under the old policy and
+  summed over every sequence, is KL(old || new) computed from the sequences' probabilities
+  by enumeration (the chain rule, to float precision); on two samples it is never
+  negative, unlike the mean of log p_old - log p_new that `approx_kl` used to report."""
+  import itertools
+  c, old, new = _two_policies()
+  seqs = jnp.array(list(itertools.product(*map(range, c.num_options))), jnp.int32)
+  active = jnp.ones(seqs.shape, bool)
+  logp_old = c.log_prob(old, seqs, active)[0]
+  logp_new = c.log_prob(new, seqs, active)[0]
+  np.testing.assert_allclose(float(jnp.sum(jnp.exp(logp_old))), 1.0, rtol=1e-5)
+  exact = float(jnp.sum(jnp.exp(logp_old) * (logp_old - logp_new)))
+  kl = jax.jit(jax.vmap(lambda s: c.policy.kl(old, new, s)))  # Over batches of samples.
+  per_seq = kl(seqs[:, None])
+  assert exact > 0.01
+  np.testing.assert_allclose(float(jnp.sum(jnp.exp(logp_old) * per_seq)), exact, rtol=1e-4)
+  pairs = c.sample({'params': old}, jax.random.PRNGKey(3), 100).reshape(50, 2, -1)
+  k1 = jax.jit(jax.vmap(lambda p: jnp.mean(c.log_prob(old, p, active[:2])[0]
+                                           - c.log_prob(new, p, active[:2])[0])))(pairs)
+  assert float(jnp.min(kl(pairs))) >= 0 > float(jnp.min(k1))
+
+
+def test_ppo_stops_its_epochs_once_the_policy_moved_target_kl():
+  """Spinning Up's rule: the epoch whose starting KL exceeds 1.5 x target_kl and every one
+  after it are skipped, so with the target between the KLs after one and after two Adam
+  steps the update is exactly the 2-epoch update without a target."""
+  num_options = (2, 3, 2, 3)
+  make = functools.partial(controllers.make_controller, 'mnasnet', num_options,
+                           learning_rate=0.05, target_kl=None)
+  state = make().init(jax.random.PRNGKey(0))
+  idx = make().sample(state, jax.random.PRNGKey(3), 4)
+  args = (idx, jnp.ones(idx.shape, bool), jnp.array([0.1, 0.9, 0.3, 0.6], jnp.float32))
+  (_, one), (two, m2) = (make(num_epochs=k)._update(state, *args) for k in (1, 2))
+  assert 0 < one['kl'] < m2['kl']
+  target = (one['kl'] + m2['kl']) / 2 / 1.5
+  stopped, m = make(target_kl=float(target))._update(state, *args)
+  assert int(m['epochs']) == 2 and m['kl'] == pytest.approx(float(m2['kl']), rel=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), stopped, two)

@@ -29,8 +29,12 @@ NASNet controller's (Zoph et al. 2018, Appendix A; also ENAS-pytorch's
 defaults); temperature 5.0, tanh constant 2.5, baseline momentum 0.95 are the
 ENAS-pytorch (carpedm20) defaults for this controller family; clip 0.2 is
 PPO's (Schulman et al. 2017); 4 epochs per batch and entropy_weight 0 are our
-choices (MnasNet does not report them). MnasNet samples ~8K architectures per
-search; with a few thousand samples use a larger rate (e.g. 0.01).
+choices (MnasNet does not report them). PPO's epochs stop once KL(old || new)
+> 1.5 target_kl, target_kl = 0.01 (Spinning Up's PPO, Achiam 2018: its rule and
+default); without it, Adam at 0.03 moved the quickstart's policy by 5-7 nats
+per update (the exact KL, `LSTMPolicy.kl`; 0.004-0.01 at 0.003). MnasNet
+samples ~8K architectures per search; with a few thousand samples use a larger
+rate (e.g. 0.01).
 """
 
 import dataclasses
@@ -140,25 +144,37 @@ class LSTMPolicy:
     """
     return jnp.mean(self.rollout(params, rng, n)[1], axis=1)
 
+  def conditionals(self, params, indices):
+    """Teacher-forced log-probabilities [n, D, K] of every option of each decision given
+    the decisions before it in `indices` (-inf for padding options)."""
+    def step(state, xs):
+      carry, token = state
+      d, choice = xs
+      carry, logits = self._step(params, carry, token, d)
+      return (carry, self._next_token(d, choice)), jax.nn.log_softmax(logits)
+
+    _, logp = jax.lax.scan(step, self._start(indices.shape[0]),
+                           (jnp.arange(len(self.num_options)), indices.T))
+    return jnp.swapaxes(logp, 0, 1)
+
   def log_prob(self, params, indices, active):
     """Teacher-forced log p(a) over active decisions [n] and entropies [n, D].
 
     Entropies are of each step's conditional distribution (all decisions).
     """
-    def step(state, xs):
-      carry, token = state
-      d, choice = xs
-      carry, logits = self._step(params, carry, token, d)
-      logp = jax.nn.log_softmax(logits)
-      chosen = jnp.take_along_axis(logp, choice[:, None], -1)[:, 0]
-      entropy = base.masked_entropy(logits)
-      return (carry, self._next_token(d, choice)), (chosen, entropy)
+    logp = self.conditionals(params, indices)
+    chosen = jnp.take_along_axis(logp, indices[..., None], -1)[..., 0]
+    return jnp.sum(jnp.where(active, chosen, 0.0), axis=-1), base.masked_entropy(logp)
 
-    num_d = len(self.num_options)
-    _, (chosen, entropy) = jax.lax.scan(
-        step, self._start(indices.shape[0]), (jnp.arange(num_d), indices.T))
-    logp = jnp.sum(jnp.where(active, chosen.T, 0.0), axis=-1)
-    return logp, entropy.T
+  def kl(self, old_params, new_params, indices):
+    """KL(old || new) between the policies' distributions over whole decision sequences,
+    estimated on `indices` sampled from the old one: by the chain rule, the mean over the
+    samples of the sum over decisions of the exact KL between the two conditionals at the
+    sample's prefix. Never negative, and of far lower variance than the mean of
+    log p_old(a) - log p_new(a) (negative for 2 samples as often as not)."""
+    old, new = self.conditionals(old_params, indices), self.conditionals(new_params, indices)
+    per_option = jnp.where(jnp.isfinite(old), jnp.exp(old) * (old - new), 0.0)
+    return jnp.mean(jnp.sum(per_option, axis=(1, 2)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +191,7 @@ class LSTMController(base.BatchUpdate):
   num_epochs: int = 4
   baseline_momentum: float = 0.95
   entropy_weight: float = 0.0
+  target_kl: float | None = 0.01
   num_probability_samples: int = 256  # Monte-Carlo size for probabilities().
 
   def __post_init__(self):
@@ -225,26 +242,31 @@ class LSTMController(base.BatchUpdate):
       return pg_loss - self.entropy_weight * active_entropy
 
     tx = self._tx()
+    max_kl = jnp.inf if self.target_kl is None else 1.5 * self.target_kl
 
     def epoch(carry, _):
-      params, opt_state = carry
+      params, opt_state, epochs = carry
+      # Spinning Up's early stop: no more epochs once the policy is max_kl away.
+      go = self.policy.kl(state['params'], params, indices) <= max_kl
       loss, grads = jax.value_and_grad(loss_fn)(params)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), loss
+      updates, new_opt_state = tx.update(grads, opt_state, params)
+      carry = (optax.apply_updates(params, updates), new_opt_state, epochs + 1)
+      return jax.tree.map(lambda a, b: jnp.where(go, a, b), carry,
+                          (params, opt_state, epochs)), loss
 
     num_epochs = self.num_epochs if self.algorithm == 'ppo' else 1
-    (params, opt_state), losses = jax.lax.scan(
-        epoch, (state['params'], state['opt_state']), length=num_epochs)
+    (params, opt_state, epochs), losses = jax.lax.scan(
+        epoch, (state['params'], state['opt_state'], jnp.zeros((), jnp.int32)),
+        length=num_epochs)
     new_state = {'params': params, 'opt_state': opt_state,
                  'baseline': baseline, 'step': state['step'] + 1}
-    new_logp, _ = self.log_prob(params, indices, active)
     metrics = {
         'loss': losses[0], 'baseline': baseline,
         'reward_mean': jnp.mean(rewards), 'reward_max': jnp.max(rewards),
         'advantage_abs': jnp.mean(jnp.abs(advantage)),
         # Sum over decisions of the conditional entropies along the batch.
         'entropy': jnp.mean(jnp.sum(old_entropy, -1)),
-        'approx_kl': jnp.mean(old_logp - new_logp),
+        'kl': self.policy.kl(state['params'], params, indices), 'epochs': epochs,
     }
     return new_state, metrics
 

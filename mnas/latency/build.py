@@ -105,14 +105,16 @@ class Builder:
     return len(todo)
 
   def measure_archs(self, archs: Sequence[Architecture], num_classes: int,
-                    desc: str = 'end to end', rounds: int = 3) -> list[dict]:
+                    desc: str = 'end to end') -> list[dict]:
     """End-to-end statistics of whole architectures on the table's target.
 
-    Measured in `rounds` passes over all architectures in shuffled order, each pass a fresh
+    Measured in passes over all architectures in shuffled order, as many as the table's
+    `instances` but at least two (a measurement's repeatability), each pass a fresh
     instance of every model (seed + round: its own variables, buffers and compiled
     program); an architecture's `ms` is the median over its instances
     (`timing.over_instances`); `validation.repeatability` compares its `instance_medians`.
     """
+    rounds = max(2, int(self.table.meta.get('instances', 1)))
     runs: list[list[dict]] = [[] for _ in archs]
     rng = np.random.default_rng(0)
     bar = progress_bar(len(archs) * rounds, desc, self.progress)
