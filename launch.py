@@ -7,6 +7,7 @@ r"""mnas command line: parses flags and calls one library function per verb.
   python launch.py report   --workdir DIR
   python launch.py proxy-check --config experiments/proxy_check.py --workdir DIR
   python launch.py surrogate --config experiments/accel_nasbench.py:surrogate --workdir DIR
+  python launch.py config   --config experiments/quickstart.py  (every field, value, comment)
 
 Configs are ml_collections files; any field can be overridden (`--config.num_steps=50`).
 Several processes (a SLURM job, a Cloud TPU pod, or by hand) run the same `search` or `train`
@@ -18,15 +19,15 @@ with code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import json
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 flags.DEFINE_string('arch', None, 'Reference name, architecture string, or JSON file.')
 flags.DEFINE_float('width_multiplier', None, 'Override the width multiplier (alpha).')
 flags.DEFINE_integer('resolution', None, 'Override the input resolution.')
-flags.DEFINE_integer('num_classes', 1000, 'Classifier width for `describe`.')
+flags.DEFINE_integer('num_classes', None, 'Classifier width for `describe` (default: the '
+                     'architecture file\'s, else 1000).')
+flags.DEFINE_bool('json', False, '`describe`: print JSON instead of the per-layer table.')
 flags.DEFINE_string('workdir', None, 'Where checkpoints, summaries and results go.')
 flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (jax.distributed); '
                     'default: JAX_COORDINATOR_ADDRESS, or detected (SLURM, Cloud TPU).')
@@ -45,10 +46,14 @@ DISTRIBUTED = ('coordinator_address', 'num_processes', 'process_id', 'distribute
 
 
 def describe(argv) -> None:
-  import search_spaces
   from mnas import counting
-  arch = search_spaces.load_arch(FLAGS.arch, FLAGS.width_multiplier, FLAGS.resolution)
-  print(json.dumps(counting.describe(arch, FLAGS.num_classes), indent=1))
+  counting.main(FLAGS.arch, FLAGS.width_multiplier, FLAGS.resolution, FLAGS.num_classes,
+                FLAGS.json)
+
+
+def config(argv) -> None:
+  from mnas import config_help
+  print(config_help.describe(FLAGS.config, config_flags.get_config_filename(FLAGS['config'])))
 
 
 def train(argv) -> None:
@@ -84,7 +89,8 @@ def latency(argv) -> None:
 
 # verb -> (function, required flags, optional flags).
 VERBS = {
-    'describe': (describe, ('arch',), ('width_multiplier', 'resolution', 'num_classes')),
+    'describe': (describe, ('arch',), ('width_multiplier', 'resolution', 'num_classes', 'json')),
+    'config': (config, ('config',), ()),
     'train': (train, ('config', 'workdir'), DISTRIBUTED),
     'search': (search, ('config', 'workdir'), DISTRIBUTED),
     'report': (report, ('workdir',), ()),

@@ -91,3 +91,13 @@ def load_arch(spec: str, width_multiplier: float | None = None,
   if resolution is not None:
     kw['resolution'] = int(resolution)
   return arch.replace(**kw) if kw else arch
+
+
+def arch_context(spec: str) -> dict:
+  """The context an architecture file records (`best_arch.json`'s "context": the search's
+  space, classes, dataset and latency table and settings); {} for a name or string form."""
+  spec = spec.strip()
+  if spec in REFERENCES or not (spec.endswith('.json') or os.path.isfile(spec)):
+    return {}
+  obj = jsonfile.read(spec)
+  return obj.get('context') or {} if isinstance(obj, dict) else {}

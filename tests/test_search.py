@@ -303,3 +303,37 @@ def test_screening_selects_distinct_best_first():
   keep = screening.select(archs, [1.0] * 5, [0.9, 0.9, 0.8, 0.1, 0.5], lambda a, lat: a, 3)
   assert list(keep) == [0, 2, 4]  # a (once), b, d; the second a only if nothing else is left.
   assert list(screening.select(archs[:2], [1.0] * 2, [0.9, 0.9], lambda a, lat: a, 2)) == [0, 1]
+
+
+def test_best_arch_json_carries_its_search_context_and_describe_and_predict_use_it(
+    tmp_path, capsys):
+  """best_arch.json records the search's classes and latency table (with its settings):
+  `describe` counts the classifier for 10 classes, not 1000; `latency predict` with the
+  plain latency config predicts on the search's table instead of building another."""
+  import search_spaces
+  from experiments import latency as latency_config
+  from mnas import counting, jsonfile, latency
+  from mnas.latency import cli as latency_cli
+  cfg = config('random', steps=1)
+  search.run(cfg, str(tmp_path), proxy=fake_proxy, predictor=MacsPredictor())
+  search.report(str(tmp_path))
+  path = str(tmp_path / 'best_arch.json')
+  context = jsonfile.read(path)['context']
+  assert (context['space'], context['num_classes'], context['dataset']) == ('tiny', 10,
+                                                                           cfg.train.dataset)
+  arch = search_spaces.load_arch(path)
+  assert counting.main(path)['params'] == counting.count(arch, 10)['params']
+  assert counting.main(path, num_classes=1000)['num_classes'] == 1000
+  # The search's table (what its predictor built on first use), with known entries.
+  space = search_spaces.get_space('tiny')
+  table = latency.new_table(space, 'xla-cpu', latency.Settings.from_config(cfg.latency),
+                            resolution=arch.resolution, path=context['latency']['table'])
+  keys = latency.arch_keys(arch, cfg.latency.num_classes)  # The table's own classes.
+  for k in keys:
+    table.add(k, dict(median=0.25, iqr=0.0))
+  table.calibration = dict(overhead_ms=0.5)
+  table.meta['complete'] = True
+  table.save()
+  out = latency_cli.main('predict', latency_config.get_config(), str(tmp_path / 'other'), path)
+  assert out['predicted_ms'] == pytest.approx(0.25 * len(keys) + 0.5)
+  assert not os.path.exists(tmp_path / 'other' / 'latency_xla-cpu_tiny_r64_w1.json')

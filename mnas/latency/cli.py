@@ -40,12 +40,29 @@ def main(verb: str, config: Any, workdir: str | None, arch: str | None = None,
     raise ConfigError('latency needs --workdir=DIR (where the table lives)')
   if verb not in VERBS:
     raise ConfigError(f'unknown latency verb {verb!r}; one of {VERBS}')
+  if verb == 'predict' and arch and not config.table:
+    config = _arch_settings(config, arch)
   config_lib.require(config, FIELDS, 'config')
   load.check_config(config, 'config')
   space = search_spaces.get_space(config.space)
   with workdir_lib.lock(workdir):  # One process at a time writes the workdir's tables.
     out = _VERBS[verb](config, space, workdir, arch, argv)
   print(json.dumps(out, indent=1))
+  return out
+
+
+def _arch_settings(config: Any, arch: str) -> Any:
+  """The latency settings and table an architecture file records (a search's best_arch.json:
+  its table, target, space, classes, measurement protocol), over `config`'s; `config` when
+  the file records none (or `--config.table` names a table)."""
+  recorded = search_spaces.arch_context(arch).get('latency')
+  if not recorded:
+    return config
+  out = config.copy_and_resolve_references()
+  for k, v in recorded['config'].items():
+    if k in out:
+      out[k] = v
+  out.table = recorded['table']
   return out
 
 
@@ -82,7 +99,8 @@ def _predict(config: Any, space: Space, workdir: str, arch: str | None,
                               r if config.resolution else None)
   table = load.load_or_build(config, space, workdir)
   pred = Predictor(table, fill=load.filler(table, config.save_every, config.progress))
-  return dict(arch=str(a), target=target, predicted_ms=round(pred.predict(a), 4),
+  return dict(arch=str(a), target=target, table=table.path,
+              predicted_ms=round(pred.predict(a), 4),
               overhead_ms=pred.overhead_ms,
               entries=[dict(key=k, ms=round(v, 4)) for k, v in pred.breakdown(a)[:-1]])
 

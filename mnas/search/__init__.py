@@ -77,13 +77,29 @@ def _predictor(config, workdir: str):
                                       os.path.join(workdir, 'latency'))
 
 
+def context(config, workdir: str) -> dict:
+  """What an architecture found by the search in `workdir` needs besides its string form
+  (which holds its resolution and width multiplier): the space, classes and proxy dataset,
+  and the latency table with the settings it was measured with (`launch.py latency predict
+  --arch best_arch.json` uses them; `describe` the classes)."""
+  out = dict(space=config.space, num_classes=int(config.num_classes), proxy=config.proxy.kind,
+             dataset=config.train.dataset if config.proxy.kind == 'train' else config.proxy.path)
+  if config.proxy.kind != 'accel_nasbench':  # Its cost is a surrogate's device metric.
+    from mnas.latency import load
+    space = search_spaces.get_space(config.space)
+    table = load.table_path(config.latency, space, os.path.join(workdir, 'latency'))
+    out['latency'] = dict(config=dict(config.latency.to_dict(), space=config.space),
+                          table=os.path.abspath(table))
+  return out
+
+
 def report(workdir: str) -> dict:
   """Prints what the search in `workdir` found (and writes its plots and best_arch.json)."""
   kind = workdir_lib.read_kind(workdir)
   if kind == 'multi_trial':
     from mnas.search import results
-    out = results.report(workdir)
     config = target.resolved(workdir_lib.read_config(workdir), workdir)
+    out = results.report(workdir, context=context(config, workdir))
     if config.proxy.kind == 'accel_nasbench':  # Against EfficientNet-B0 and the files' best.
       from mnas import accel_nasbench
       out['ground_truth'] = accel_nasbench.ground_truth(config, workdir,

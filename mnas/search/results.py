@@ -65,11 +65,12 @@ def pareto_plot(rows: list[dict], front: list[dict], path: str | None = None):
   return fig
 
 
-def best_arch_json(row: dict) -> dict:
-  """The best_arch.json of a store row."""
-  return {'arch': row['arch'], 'id': row['arch_id'], 'accuracy': row['accuracy'],
-          'latency_ms': row['latency_ms'], 'reward': row['reward'], 'params': row['params'],
-          'macs': row['macs']}
+def best_arch_json(row: dict, context: dict | None = None) -> dict:
+  """The best_arch.json of a store row, with the search's `context` (`mnas.search.context`)."""
+  out = {'arch': row['arch'], 'id': row['arch_id'], 'accuracy': row['accuracy'],
+         'latency_ms': row['latency_ms'], 'reward': row['reward'], 'params': row['params'],
+         'macs': row['macs']}
+  return dict(out, context=context) if context else out
 
 
 def finished(workdir: str) -> tuple[list[dict], int]:
@@ -82,7 +83,7 @@ def finished(workdir: str) -> tuple[list[dict], int]:
     store.close()
 
 
-def report(workdir: str, top: int = 10) -> dict:
+def report(workdir: str, top: int = 10, context: dict | None = None) -> dict:
   """Prints the Pareto front and top candidates of a multi-trial search; writes pareto.png and
   best_arch.json; returns the best architecture's summary ({} when none finished)."""
   rows, failed = finished(workdir)
@@ -99,7 +100,7 @@ def report(workdir: str, top: int = 10) -> dict:
   pareto_plot(rows, front, os.path.join(workdir, 'pareto.png'))
   if not best:
     return {}
-  out = best_arch_json(best[0])
+  out = best_arch_json(best[0], context)
   jsonfile.write(os.path.join(workdir, 'best_arch.json'), out)
   print(f'\nwrote {workdir}/pareto.png and {workdir}/best_arch.json '
         '(accepted by describe, train and latency predict as --arch)')
