@@ -12,7 +12,7 @@ callers never test either. A full disk is one `DataError` naming the logdir.
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from mnas.errors import no_space, no_space_error
 
@@ -46,6 +46,11 @@ class MetricWriter:
       from tensorboardX import SummaryWriter
       self._writer = SummaryWriter(logdir)
 
+  @property
+  def active(self) -> bool:
+    """Whether this writer writes (process 0, a logdir, the disk not found full)."""
+    return self._writer is not None
+
   @_disk
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     for tag, value in scalars.items():
@@ -76,10 +81,40 @@ class MetricWriter:
       self._writer.add_figure(tag, fig, step)
 
   @_disk
+  def declare_hparams(self, hparams: Mapping[str, Sequence[str] | None],
+                      metrics: Sequence[str]) -> None:
+    """The HParams experiment, once, in this run: every hparam (with its discrete string
+    values, or None for free text) and the metric tags, so that TensorBoard lists them all
+    however many a trial sets."""
+    from google.protobuf import struct_pb2
+    from tensorboardX.proto import api_pb2, plugin_hparams_pb2, summary_pb2
+    infos = [api_pb2.HParamInfo(
+        name=name, type=api_pb2.DataType.Value('DATA_TYPE_STRING'),
+        domain_discrete=struct_pb2.ListValue(values=[struct_pb2.Value(string_value=v)
+                                                     for v in values]) if values else None)
+        for name, values in hparams.items()]
+    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=[
+        api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in metrics])
+    content = plugin_hparams_pb2.HParamsPluginData(experiment=experiment, version=0)
+    meta = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(
+        plugin_name='hparams', content=content.SerializeToString()))
+    self._writer._get_file_writer().add_summary(summary_pb2.Summary(  # pylint: disable=protected-access
+        value=[summary_pb2.Summary.Value(tag='_hparams_/experiment', metadata=meta)]))
+
+  @_disk
   def write_hparams(self, step: int, hparams: Mapping[str, Any], metrics: Mapping[str, float],
                     name: str) -> None:
-    """One HParams trial, in the run `name` below the logdir."""
-    self._writer.add_hparams(dict(hparams), dict(metrics), name=name, global_step=step)
+    """One HParams trial, in the run `name` below the logdir (its values and metrics; the
+    experiment is `declare_hparams`'s)."""
+    import os
+    from tensorboardX import SummaryWriter
+    from tensorboardX.summary import hparams as hparams_summary
+    _, start, end = hparams_summary(dict(hparams), dict(metrics))
+    with SummaryWriter(os.path.join(self.logdir, name)) as trial:
+      trial.file_writer.add_summary(start)
+      trial.file_writer.add_summary(end)
+      for tag, value in metrics.items():
+        trial.add_scalar(tag, float(value), step)
 
   @_disk
   def flush(self) -> None:

@@ -234,7 +234,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
       active = np.stack([space.active(i) for i in idx])
       state, metrics = controller.update(state, idx, active, feedback(config, cands))
       end = step + 1
-      writer.write_step(end, cands, metrics, controller.probabilities(state), store,
+      writer.write_step(step, cands, metrics, controller.probabilities(state), store,
                         seconds=time.time() - t0)
       ckpt.save(end, state)
       out_of_time = config.max_seconds and time.time() - t_start > config.max_seconds

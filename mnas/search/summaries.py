@@ -1,13 +1,66 @@
-"""TensorBoard summaries of a search's steps (through the one `mnas.metrics.MetricWriter`)."""
+"""TensorBoard summaries of a search, in one run (through the one `mnas.metrics.MetricWriter`),
+plus one run per HParams trial as that dashboard needs. The step is the store's step.
+
+  scalars  search/reward_mean, _max, accuracy_mean, latency_ms_mean, failed, step_seconds
+           search/best_reward, best_accuracy, best_latency_ms (best by reward so far)
+           search/candidates_done
+           search/candidate_reward, _accuracy, _latency_ms   x: the candidate's number (one
+                                                               point each, not one a step)
+           search/controller/*                               the controller's own (kl, ...)
+  images   search/pareto          from the first step, every `pareto_every_steps`, the last
+           search/probabilities   every decision's option probabilities over the steps
+  text     config, best_architecture
+  hparams  every decision of the space declared up front (readable option values), the
+           architecture string; one trial per candidate (hparams/STEP_SLOT/)
+
+The probabilities' history is kept in logdir/probabilities.jsonl, so the chart of a resumed
+search starts at its first step.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 
 from mnas import metrics
 from mnas.search import results
+
+INACTIVE = 'inactive'
+METRICS = ('hparam/reward', 'hparam/accuracy', 'hparam/latency_ms')
+
+
+def option_label(option) -> str:
+  """A decision option as it reads: ('ir', 3.0) -> 'ir 3', 0.25 -> '0.25'."""
+  parts = option if isinstance(option, tuple) else (option,)
+  return ' '.join(f'{p:g}' if isinstance(p, float) else str(p) for p in parts)
+
+
+def probabilities_figure(space, history: list[tuple[int, list]]):
+  """One small chart per decision: each option's probability against the step."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  n, cols = len(space.decisions), 6
+  rows = -(-n // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 1.9 * rows), dpi=80,
+                           sharex=True, sharey=True, squeeze=False)
+  steps = [s for s, _ in history]
+  for k, ax in enumerate(axes.flat):
+    if k >= n:
+      ax.axis('off')
+      continue
+    d = space.decisions[k]
+    for j, option in enumerate(d.options):
+      ax.plot(steps, [p[k][j] for _, p in history], '.-', ms=3, label=option_label(option))
+    ax.set_title(d.name, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.tick_params(labelsize=6)
+    ax.legend(fontsize=5, loc='upper left', frameon=False)
+  fig.supxlabel('step', fontsize=8)
+  fig.tight_layout()
+  return fig
 
 
 class SearchWriter:
@@ -16,55 +69,85 @@ class SearchWriter:
   Args:
     logdir: the TensorBoard directory (workdir/tensorboard).
     space: the search space (decision names and options).
-    config: the search config; reads `pareto_every_steps` and `hparams_per_candidate`.
+    config: the search config; reads `num_steps`, `pareto_every_steps` and
+      `hparams_per_candidate`.
     hparams: one HParams trial per candidate (a one-shot search's thousands of samples
       would be thousands of runs); False overrides the config.
+    plot: `(rows, front) -> figure` of the Pareto image (default `results.pareto_plot`).
   """
 
-  def __init__(self, logdir: str, space, config, hparams: bool = True):
+  def __init__(self, logdir: str, space, config, hparams: bool = True, plot=None):
     self.writer = metrics.MetricWriter(logdir)
-    self.space = space
-    self.pareto_every = config.pareto_every_steps
+    self.space, self.logdir = space, logdir
+    self.num_steps, self.pareto_every = config.num_steps, config.pareto_every_steps
     self.hparams = hparams and config.hparams_per_candidate
+    self.plot = plot or results.pareto_plot
     self.writer.write_texts(0, {'config': '```\n' + str(config) + '\n```'})
+    if self.hparams:
+      self.writer.declare_hparams(
+          {**{d.name: [option_label(o) for o in d.options] + [INACTIVE]
+              for d in space.decisions}, 'arch': None, 'arch_id': None}, METRICS)
+
+  def _history(self, step: int, probabilities) -> list[tuple[int, list]]:
+    """The probabilities of the steps before `step` (a resumed search's too), and this one's."""
+    path = os.path.join(self.logdir, 'probabilities.jsonl')
+    history = []
+    if os.path.exists(path):
+      with open(path) as f:
+        history = [(r['step'], r['p']) for r in map(json.loads, f) if r['step'] < step]
+    history.append((step, [np.asarray(p, float).round(5).tolist() for p in probabilities]))
+    if self.writer.active:
+      os.makedirs(self.logdir, exist_ok=True)
+      with open(path + '.tmp', 'w') as f:
+        f.writelines(json.dumps(dict(step=s, p=p)) + '\n' for s, p in history)
+      os.replace(path + '.tmp', path)
+    return history
 
   def write_step(self, step: int, cands, controller_metrics: dict, probabilities, store,
                  seconds: float, stage: str = 'search') -> None:
+    """Summaries of step `step` (the store's) once its candidates are in `store`."""
     rew = np.array([c.reward for c in cands], np.float64)
     ok = [c for c in cands if c.ok]
+    rows = store.finished(stage)
     scalars = {'search/reward_mean': rew.mean(), 'search/reward_max': rew.max(),
                'search/latency_ms_mean': np.mean([c.latency_ms for c in cands]),
                'search/failed': sum(c.status == 'failed' for c in cands),
-               'search/step_seconds': seconds}
+               'search/step_seconds': seconds, 'search/candidates_done': len(rows)}
     if ok:
       scalars['search/accuracy_mean'] = np.mean([c.accuracy for c in ok])
-    scalars.update({f'controller/{k}': v for k, v in controller_metrics.items()})
-    rows = store.finished(stage)
+    scalars.update({f'search/controller/{k}': v for k, v in controller_metrics.items()})
     best = results.best_rows(rows, 1)
     if best:
       b = best[0]
-      scalars.update({'search/best_reward': b['reward'], 'search/best_accuracy': b['accuracy']})
+      scalars.update({'search/best_reward': b['reward'], 'search/best_accuracy': b['accuracy'],
+                      'search/best_latency_ms': b['latency_ms']})
       self.writer.write_texts(step, {'best_architecture': (
           f'`{b["arch"]}`  \nreward {b["reward"]:.4f}, accuracy {b["accuracy"]:.4f}, '
-          f'latency {b["latency_ms"]:.2f} ms')})
+          f'latency {b["latency_ms"]:.4g} ms (step {b["step"]}, slot {b["slot"]})')})
     self.writer.write_scalars(step, scalars)
-    self.writer.write_scalar_groups(step, {
-        f'probabilities/{d.name}': dict(zip(map(str, d.options), np.asarray(p)))
-        for d, p in zip(self.space.decisions, probabilities)})
-    if self.pareto_every and step % self.pareto_every == 0:
+    first = len(rows) - len(cands)
+    for k, c in enumerate(cands):  # One point per candidate.
+      point = {'search/candidate_reward': c.reward, 'search/candidate_latency_ms': c.latency_ms}
+      if c.ok:
+        point['search/candidate_accuracy'] = c.accuracy
+      self.writer.write_scalars(first + k, point)
+    self.writer.write_figures(step, {'search/probabilities': probabilities_figure(
+        self.space, self._history(step, probabilities))})
+    last = step == self.num_steps - 1
+    if self.pareto_every and (step % self.pareto_every == 0 or last):
       pts = results.distinct(rows)
-      self.writer.write_figures(step, {'search/pareto': results.pareto_plot(
-          pts, results.pareto_front(pts))})
+      self.writer.write_figures(step, {'search/pareto': self.plot(pts, results.pareto_front(pts))})
     if self.hparams:
       for c in cands:
         self._hparams(step, c)
     self.writer.flush()
 
   def _hparams(self, step: int, c) -> None:
-    """One HParams trial per candidate: decisions as hparams; accuracy, latency, reward."""
-    hp = {d.name: str(d.options[int(i)]) for d, i, a in
-          zip(self.space.decisions, c.indices, self.space.active(c.indices)) if a}
-    hp.update(arch_id=c.arch.id, step=step)
+    """One HParams trial per candidate: every decision (inactive ones say so), the
+    architecture; accuracy, latency, reward."""
+    hp = {d.name: option_label(d.options[int(i)]) if a else INACTIVE for d, i, a in
+          zip(self.space.decisions, c.indices, self.space.active(c.indices))}
+    hp.update(arch=str(c.arch), arch_id=c.arch.id)
     values = {'hparam/reward': float(c.reward), 'hparam/latency_ms': float(c.latency_ms)}
     if c.accuracy is not None:  # A failed candidate has none.
       values['hparam/accuracy'] = float(c.accuracy)
