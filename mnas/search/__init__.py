@@ -99,7 +99,11 @@ def report(workdir: str) -> dict:
   if kind == 'multi_trial':
     from mnas.search import results
     config = target.resolved(workdir_lib.read_config(workdir), workdir)
-    out = results.report(workdir, context=context(config, workdir))
+    has_refs = any(s == config.space for _, s in search_spaces.REFERENCES.values())
+    predictor = (_predictor(config, workdir)  # The references' latencies, on its table.
+                 if has_refs and config.proxy.kind != 'accel_nasbench' else None)
+    out = results.report(workdir, context=context(config, workdir),
+                         info=results.plot_info(config, predictor))
     if config.proxy.kind == 'accel_nasbench':  # Against EfficientNet-B0 and the files' best.
       from mnas import accel_nasbench
       out['ground_truth'] = accel_nasbench.ground_truth(config, workdir,

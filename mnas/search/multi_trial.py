@@ -24,6 +24,7 @@ candidates that need training to every process (`mnas.search.candidate_parallel`
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 import time
 
@@ -203,7 +204,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
                       'start a new --workdir')
     logging.info('resuming the search at controller step %d (%d evaluations in the store)',
                  start, finished)
-  writer = SearchWriter(os.path.join(workdir, 'tensorboard'), space, config)
+  writer = SearchWriter(os.path.join(workdir, 'tensorboard'), space, config,
+                        plot=functools.partial(results.pareto_plot,
+                                               info=results.plot_info(config, predictor)))
   from mnas.latency import runner
   measured_apart = runner.measured_apart(config.latency)  # A compile may run beside them.
   t_start, end, plans = time.time(), start, 0

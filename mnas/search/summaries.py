@@ -73,7 +73,8 @@ class SearchWriter:
       `hparams_per_candidate`.
     hparams: one HParams trial per candidate (a one-shot search's thousands of samples
       would be thousands of runs); False overrides the config.
-    plot: `(rows, front) -> figure` of the Pareto image (default `results.pareto_plot`).
+    plot: `(rows, front, best=row) -> figure`, the Pareto image (default
+      `results.pareto_plot`, without `results.plot_info`'s target, chance and references).
   """
 
   def __init__(self, logdir: str, space, config, hparams: bool = True, plot=None):
@@ -136,7 +137,8 @@ class SearchWriter:
     last = step == self.num_steps - 1
     if self.pareto_every and (step % self.pareto_every == 0 or last):
       pts = results.distinct(rows)
-      self.writer.write_figures(step, {'search/pareto': self.plot(pts, results.pareto_front(pts))})
+      self.writer.write_figures(step, {'search/pareto': self.plot(
+          pts, results.pareto_front(pts), best=best[0] if best else None)})
     if self.hparams:
       for c in cands:
         self._hparams(step, c)
