@@ -58,7 +58,7 @@ def config(argv) -> None:
 
 def train(argv) -> None:
   from mnas import train as train_lib
-  train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  train_lib.main(FLAGS.config, FLAGS.workdir)
 
 
 def search(argv) -> None:
@@ -103,7 +103,8 @@ VERBS = {
 def main(argv) -> None:
   from mnas import cli, distributed
   from mnas.errors import ConfigError
-  logging.set_verbosity(logging.INFO)
+  if not FLAGS['verbosity'].present:  # INFO of mnas only; --verbosity=1 shows everything.
+    logging.set_verbosity(logging.INFO)
   cli.quiet_third_party_logs()
   cli.compilation_cache(FLAGS.jax_cache_dir)
 

@@ -35,8 +35,11 @@ class _OwnInfo(logging.Filter):
 
 def quiet_third_party_logs() -> None:
   """Keeps other libraries' INFO lines off the console (absl's handler, which `app.run` puts
-  on the root logger, so Python logging's records pass through it too)."""
-  absl_logging.get_absl_handler().addFilter(_OwnInfo())
+  on the root logger, so Python logging's records pass through it too), unless
+  `--verbosity` asks for more than INFO (1: mnas's debug lines, e.g. a search candidate's
+  training progress, and every library's INFO)."""
+  if absl_logging.get_verbosity() < 1:
+    absl_logging.get_absl_handler().addFilter(_OwnInfo())
 
 
 def compilation_cache(path: str) -> None:

@@ -368,7 +368,7 @@ def create_input_iterator(
   source = get_source(name, split, data_dir)
   n = len(source)
   ds = grain.MapDataset.source(source)
-  logging.info('%s %s: %d examples (split %r), %s.', name, kind, n, split,
+  logging.vlog(1, '%s %s: %d examples (split %r), %s.', name, kind, n, split,
                'training' if training else 'evaluation')
 
   def to_devices(batch):

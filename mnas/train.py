@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import threading
@@ -114,7 +115,8 @@ class Diverged(FloatingPointError):
   """The training loss became NaN or infinite, or exceeded config.divergence_loss."""
 
 
-def _fmt_seconds(s: float) -> str:
+def fmt_seconds(s: float) -> str:
+  """H:MM:SS."""
   s = int(max(0, s))
   return f'{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}'
 
@@ -191,7 +193,8 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
          budget_steps: int | None, budget_epochs: float | None, eval_kind: str,
          callbacks: Sequence[Callable[[int, dict], None]] = (),
          devices: Sequence[jax.Device] | None = None,
-         init_variables: dict | None = None) -> TrainResult:
+         init_variables: dict | None = None, log: Callable[..., None] = logging.info
+         ) -> TrainResult:
   t_start = time.time()
   devices = list(devices or jax.devices())  # The data-parallel group (mnas.parallel).
   td = training_data(config)
@@ -208,10 +211,10 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
   steps = make_steps(arch, td.num_classes, config, devices)
   result = TrainResult(status='done', arch=str(arch), params=steps.num_params,
                        eval_split=eval_kind)
-  logging.info('Training %s (%d params) for %d steps (%.2f epochs of %d examples), global '
-               'batch %d on %d devices, peak lr %.4g.', arch.id, steps.num_params, total_steps,
-               total_steps / steps_per_epoch, td.num_examples, batch_size, len(devices),
-               optim.peak_learning_rate(config))
+  log('Training %s (%d params) for %d steps (%.2f epochs of %d examples), global batch %d on '
+      '%d devices, peak lr %.4g.', arch.id, steps.num_params, total_steps,
+      total_steps / steps_per_epoch, td.num_examples, batch_size, len(devices),
+      optim.peak_learning_rate(config))
 
   # The train and evaluation programs compile on a thread while the initialisation compiles
   # and runs here (nothing to do when they were compiled ahead: `compile_ahead`).
@@ -275,9 +278,9 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
         now = time.time()
         ips = window[1] / max(now - window[0], 1e-9)
         eta = (total_steps - done) * batch_size / ips if ips > 0 else float('nan')
-        logging.info('step %d/%d: loss %.4f, accuracy %.3f, lr %.4g, %.1f images/s, ETA %s',
-                     done, total_steps, loss, float(m['accuracy']), lr, ips,
-                     _fmt_seconds(eta) if math.isfinite(eta) else '?')
+        log('step %d/%d: loss %.4f, accuracy %.3f, lr %.4g, %.1f images/s, ETA %s', done,
+            total_steps, loss, float(m['accuracy']), lr, ips,
+            fmt_seconds(eta) if math.isfinite(eta) else '?')
         summaries.write_scalars(done, {'train/loss': loss, 'train/accuracy': m['accuracy'],
                                        'train/learning_rate': lr,
                                        'train/images_per_second': ips, 'train/l2': m['l2'],
@@ -306,7 +309,7 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
           pending = None
           t0 = time.time()
           if evaluating:
-            logging.info('step %d: %s accuracy %.4f, loss %.4f', step, eval_kind, *evaluate())
+            log('step %d: %s accuracy %.4f, loss %.4f', step, eval_kind, *evaluate())
           if save:
             summaries.flush()  # What led to this checkpoint is on disk before it.
             ckpt.save(step, parallel.unreplicate(state), it.get_state())
@@ -329,8 +332,8 @@ def _run(arch: Architecture, config, workdir: str | None, *, seed: int,
         ckpt.save(step, parallel.unreplicate(state), it.get_state())
       acc, loss = result.val_accuracy, result.val_loss = evaluate()
       result.seconds['evaluate'] = time.time() - t_eval
-      logging.info('%s after %d steps: %s accuracy %.4f, loss %.4f, %.1f images/s.', arch.id,
-                   step, eval_kind, acc, loss, result.images_per_second)
+      log('%s after %d steps: %s accuracy %.4f, loss %.4f, %.1f images/s.', arch.id, step,
+          eval_kind, acc, loss, result.images_per_second)
   finally:
     if it is not None:
       parallel.close_iterator(it)
@@ -359,6 +362,8 @@ def train_candidate(arch: Architecture, config, workdir: str | None = None, *,
   keeps a blown-up network's loss finite, so a loss above config.divergence_loss counts
   too.) `callbacks` are called as cb(step, metrics) after every step (an exception stops the
   run). A config that lacks one of FIELDS raises ConfigError naming it, before anything runs.
+  Its progress lines are logged at verbosity 1 (`--verbosity=1`): the search's own line per
+  candidate says what came of it.
   Compiled steps are cached per (architecture, static config, devices). `devices` (default:
   all of `jax.devices()`) is the data-parallel group; a candidate-parallel search passes
   `jax.local_devices()` so that each process trains its own candidates. `init_variables`
@@ -369,7 +374,8 @@ def train_candidate(arch: Architecture, config, workdir: str | None = None, *,
   cfg.check(config, RULES, WHERE)
   return _run(arch, config, workdir, seed=seed, budget_steps=budget_steps,
               budget_epochs=budget_epochs, eval_kind='validation', callbacks=callbacks,
-              devices=devices, init_variables=init_variables)
+              devices=devices, init_variables=init_variables,
+              log=functools.partial(logging.vlog, 1))  # A search logs a line per candidate.
 
 
 def compile_ahead(arch: Architecture, config,
@@ -413,6 +419,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if result.status != 'done':
     logging.error('Training failed: %s', result.reason)
   return result
+
+
+def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
+  """`launch.py train`: `train_and_evaluate`, then its outcome on stdout."""
+  logging.info('config (kept in %s/workdir.json):\n%s', workdir, config)
+  r = train_and_evaluate(config, workdir)
+  if r.status == 'done':
+    print(f'{r.arch}\n{r.eval_split} accuracy {r.val_accuracy:.4f} (loss {r.val_loss:.4f}) after '
+          f'{r.steps} steps, {r.params:,} params, {r.images_per_second:.1f} images/s, '
+          f'{fmt_seconds(r.train_seconds)} in all')
+  else:
+    print(f'{r.arch}\nfailed after {r.steps} steps: {r.reason}')
+  print(f'wrote {os.path.join(workdir, "result.json")}; inspect it with:\n'
+        f'  tensorboard --logdir {workdir} --host 127.0.0.1')
+  return r
 
 
 def check_config(config, where: str = WHERE, run: bool = False) -> TrainingData:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import os
 
+from absl import logging
+
 import search_spaces
 from mnas import workdir as workdir_lib
 from mnas.errors import ConfigError
@@ -120,6 +122,7 @@ def report(workdir: str) -> dict:
 def main(config, workdir: str) -> dict:
   """`launch.py search`: runs the search, then prints its report and where to look."""
   board = f'tensorboard --logdir {workdir} --host 127.0.0.1'
+  logging.info('config (kept in %s/workdir.json):\n%s', workdir, config)
   print(f'TensorBoard: {board}', flush=True)
   summary = run(config, workdir)
   if 'trained' in summary:  # A process > 0 of a candidate-parallel search: process 0 reports.

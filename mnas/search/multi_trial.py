@@ -164,6 +164,20 @@ def stop_if_all_failed(step: int, cands: list[Candidate]) -> None:
                                 'Fix the cause and start a new --workdir')
 
 
+def log_progress(where: str, cands, store: Store, seconds: float, steps_done: int,
+                 steps_left: int) -> None:
+  """One line a step: its rewards, the best so far, candidates done, time and ETA."""
+  from mnas.train import fmt_seconds
+  rewards = [c.reward for c in cands]
+  best = results.best_rows(store.finished(), 1)
+  eta = seconds / max(steps_done, 1) * steps_left
+  logging.info('%s done: reward mean %.4f, max %.4f; best so far %s; %d candidates; %s, '
+               'ETA %s', where, np.mean(rewards), np.max(rewards),
+               f'{best[0]["reward"]:.4f} (step {best[0]["step"]} slot {best[0]["slot"]})'
+               if best else '-', store.count('done') + store.count('reused'),
+               fmt_seconds(seconds), fmt_seconds(eta))
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None = None,
         predictor=None, screen=None) -> dict:
   """Runs (or resumes) a search; returns a summary with the best candidate.
@@ -228,11 +242,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
       if jax.process_count() > 1:
         candidate_parallel.evaluate(evaluator, step, cands, plan_id=plans)
         plans += 1
+      where = f'step {step} ({step + 1} of {config.num_steps})'  # The store's step.
       for c in evaluator.evaluate_all(step, cands):
-        logging.info('step %d/%d slot %d %s: %s acc=%s lat=%.2fms reward=%.4f %s', step + 1,
-                     config.num_steps, c.slot, c.arch.id, c.status,
-                     None if c.accuracy is None else round(c.accuracy, 4), c.latency_ms,
-                     c.reward, c.reason or '')
+        logging.info('%s slot %d %s: %s, accuracy %s, latency %.4g ms, reward %.4f%s', where,
+                     c.slot, c.arch.id, c.status,
+                     '-' if c.accuracy is None else f'{c.accuracy:.4f}', c.latency_ms, c.reward,
+                     f' ({c.reason})' if c.reason else '')
       stop_if_all_failed(step, cands)
       active = np.stack([space.active(i) for i in idx])
       state, metrics = controller.update(state, idx, active, feedback(config, cands))
@@ -240,6 +255,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
       writer.write_step(step, cands, metrics, controller.probabilities(state), store,
                         seconds=time.time() - t0)
       ckpt.save(end, state)
+      log_progress(where, cands, store, time.time() - t_start, end - start,
+                   config.num_steps - end)
       out_of_time = config.max_seconds and time.time() - t_start > config.max_seconds
       if out_of_time and end < config.num_steps:
         logging.warning('search: max_seconds %g reached after step %d of %d; run again to resume',
