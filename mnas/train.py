@@ -412,6 +412,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   from mnas import distributed, workdir as workdir_lib
   check_config(config, 'config', run=True)
   arch = search_spaces.load_arch(config.arch, config.width_multiplier, config.resolution)
+  searched_on = search_spaces.arch_context(config.arch).get('dataset')
+  if searched_on and searched_on != config.dataset:
+    logging.info('%s was found by a search on %s; training it on %s (config.dataset)',
+                 config.arch, searched_on, config.dataset)
   with (workdir_lib.hold(workdir, 'train', config) if distributed.is_main()
         else contextlib.nullcontext()):
     result = _run(arch, config, workdir, seed=int(config.seed), budget_steps=None,

@@ -337,3 +337,13 @@ def test_best_arch_json_carries_its_search_context_and_describe_and_predict_use_
   out = latency_cli.main('predict', latency_config.get_config(), str(tmp_path / 'other'), path)
   assert out['predicted_ms'] == pytest.approx(0.25 * len(keys) + 0.5)
   assert not os.path.exists(tmp_path / 'other' / 'latency_xla-cpu_tiny_r64_w1.json')
+
+
+def test_a_target_below_the_tables_constant_overhead_is_said(tmp_path, caplog):
+  """Every prediction includes the table's overhead: a target under it cannot be met."""
+  class WithOverhead(MacsPredictor):
+    overhead_ms = 10.0  # Above config's target_ms = 5.
+  multi_trial.run(config('random', steps=1, per_step=1), str(tmp_path), proxy=fake_proxy,
+                  predictor=WithOverhead())
+  assert any('at or below the latency table\'s constant overhead (10 ms' in r.getMessage()
+             for r in caplog.records if r.levelname == 'WARNING')

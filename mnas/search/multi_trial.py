@@ -198,6 +198,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, proxy: Proxy | None 
     from mnas import latency
     predictor = latency.predictor_for_search(config.latency, space,
                                              os.path.join(workdir, 'latency'))
+  overhead = getattr(predictor, 'overhead_ms', None)  # A table's, in every prediction.
+  if overhead and config.reward.kind != 'pareto' and config.reward.target_ms <= overhead:
+    logging.warning('latency target T = %.4g ms is at or below the latency table\'s constant '
+                    'overhead (%.4g ms, part of every prediction): no candidate can meet it',
+                    config.reward.target_ms, overhead)
   controller = make_controller(config.controller, space.num_options, **controller_kwargs(config))
   store = Store(os.path.join(workdir, 'results.sqlite'))
   reward_fn = rewards.from_config(config.reward)
