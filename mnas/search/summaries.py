@@ -11,7 +11,8 @@ plus one run per HParams trial as that dashboard needs. The step is the store's 
            search/probabilities   every decision's option probabilities over the steps
   text     config, best_architecture
   hparams  every decision of the space declared up front (readable option values), the
-           architecture string; one trial per candidate (hparams/STEP_SLOT/)
+           architecture string; one trial per candidate (run hparams/STEP_SLOT/, metrics
+           trial/reward, accuracy, latency_ms: after search/ in the Time Series)
 
 The probabilities' history is kept in logdir/probabilities.jsonl, so the chart of a resumed
 search starts at its first step.
@@ -28,7 +29,7 @@ from mnas import metrics
 from mnas.search import results
 
 INACTIVE = 'inactive'
-METRICS = ('hparam/reward', 'hparam/accuracy', 'hparam/latency_ms')
+METRICS = ('trial/reward', 'trial/accuracy', 'trial/latency_ms')  # Sorted after search/.
 
 
 def option_label(option) -> str:
@@ -150,9 +151,9 @@ class SearchWriter:
     hp = {d.name: option_label(d.options[int(i)]) if a else INACTIVE for d, i, a in
           zip(self.space.decisions, c.indices, self.space.active(c.indices))}
     hp.update(arch=str(c.arch), arch_id=c.arch.id)
-    values = {'hparam/reward': float(c.reward), 'hparam/latency_ms': float(c.latency_ms)}
+    values = {'trial/reward': float(c.reward), 'trial/latency_ms': float(c.latency_ms)}
     if c.accuracy is not None:  # A failed candidate has none.
-      values['hparam/accuracy'] = float(c.accuracy)
+      values['trial/accuracy'] = float(c.accuracy)
     self.writer.write_hparams(step, hp, values, os.path.join('hparams', f'{step:05d}_{c.slot:03d}'))
 
   def close(self) -> None:
