@@ -50,14 +50,15 @@ def plot_info(config, predictor=None) -> dict:
   dataset = config.train.dataset if config.proxy.kind == 'train' else config.proxy.kind
   device = (config.proxy.metric if config.proxy.kind == 'accel_nasbench'
             else config.latency.target)
+  res = config.resolution or search_spaces.get_space(config.space).resolution[0]
   refs = []
   if predictor is not None:
     for name, (_, space) in sorted(search_spaces.REFERENCES.items()):
       if space == config.space:
-        arch = search_spaces.get_reference(name, resolution=config.resolution)
+        arch = search_spaces.get_reference(name, resolution=res)
         refs.append((name, float(predictor.predict(arch))))
   target = 'no target' if target_ms is None else f'T = {target_ms:.4g} ms'
-  return dict(title=f'{config.space} on {dataset}, {config.resolution}x{config.resolution}; '
+  return dict(title=f'{config.space} on {dataset}, {res}x{res}; '
                     f'latency: {device}, {target}',
               target_ms=target_ms, chance=1.0 / int(config.num_classes), references=refs)
 
