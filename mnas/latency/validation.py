@@ -169,7 +169,7 @@ def _write_report(report: dict, predicted, measured, workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
   stem = f'validation_{report["target"]}_{report["space"]}_r{report["resolution"]}'
   r = report['predictor']
-  title = (f'{report["space"]} on {report["target"]} (n={report["n"]}): MAPE {r["mape_pct"]:.1f}%, '
+  title = (f'{report["space"]} on {report["target"]} (n={report["n"]})\nMAPE {r["mape_pct"]:.1f}%, '
            f'+-10% {100 * r["within_10pct"]:.0f}%, Spearman {r.get("spearman", float("nan")):.3f}')
   fig = scatter_figure(predicted, measured, title)
   report['plot'] = os.path.join(workdir, stem + '.png')
