@@ -50,7 +50,7 @@ def test_search_records_every_candidate(tmp_path, controller):
   for r in rows:
     assert r['params'] > 0 and r['macs'] > 0 and r['latency_ms'] > 0
     assert r['finished'] >= r['started']
-  assert os.path.isdir(tmp_path / 'tensorboard' / 'hparams')
+  assert os.path.isdir(tmp_path / 'hparams')
 
 
 def test_duplicates_are_reused_not_retrained(tmp_path):

@@ -1,6 +1,7 @@
-"""A real TensorBoard (its HTTP API on 127.0.0.1) over a short search's workdir: one run (and
-the HParams trials' runs), the search's scalars, per-candidate points, the Pareto and
-probability images from the first step, every decision of the space declared in HParams."""
+"""A real TensorBoard (its HTTP API on 127.0.0.1) over a short search's workdir: one run in
+workdir/tensorboard (the HParams trials' runs in workdir/hparams), the search's scalars,
+per-candidate points, the Pareto and probability images from the first step, every decision
+of the space declared in HParams."""
 import json
 import socket
 import subprocess
@@ -30,7 +31,7 @@ def board(tmp_path_factory):
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
   tb = subprocess.Popen([sys.executable, '-m', 'tensorboard.main', '--logdir',
-                         f'{workdir}/tensorboard', '--host', '127.0.0.1', '--port', str(port),
+                         workdir, '--host', '127.0.0.1', '--port', str(port),
                          '--load_fast=false', '--reload_interval=0'],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -43,7 +44,7 @@ def board(tmp_path_factory):
     deadline = time.time() + 120
     while True:  # Until it serves, and has read every run (it loads once: reload_interval 0).
       try:
-        if len(get('/data/runs')) == 1 + STEPS * PER_STEP:
+        if len(get('/data/runs')) == 2 + STEPS * PER_STEP:
           break
       except OSError:
         pass
@@ -57,28 +58,29 @@ def board(tmp_path_factory):
 
 def test_one_run_and_the_hparams_trials(board):
   runs = board('/data/runs')
-  assert runs[0] == '.' and sorted(runs[1:]) == [f'hparams/{s:05d}_{k:03d}' for s in range(STEPS)
-                                                 for k in range(PER_STEP)]
+  assert [r for r in runs if r.startswith('tensorboard')] == ['tensorboard']
+  assert sorted(r for r in runs if not r.startswith('tensorboard')) == ['hparams'] + [
+      f'hparams/{s:05d}_{k:03d}' for s in range(STEPS) for k in range(PER_STEP)]
 
 
 def test_the_search_scalars_with_one_point_per_candidate(board):
-  tags = board('/data/plugin/scalars/tags')['.']
+  tags = board('/data/plugin/scalars/tags')['tensorboard']
   for tag in ('reward_mean', 'reward_max', 'accuracy_mean', 'latency_ms_mean', 'best_reward',
               'best_accuracy', 'best_latency_ms', 'candidates_done', 'controller/kl'):
     assert f'search/{tag}' in tags
   points = board('/data/plugin/scalars/scalars?' + urllib.parse.urlencode(
-      dict(run='.', tag='search/candidate_reward')))
+      dict(run='tensorboard', tag='search/candidate_reward')))
   assert [p[1] for p in points] == list(range(STEPS * PER_STEP))
   steps = board('/data/plugin/scalars/scalars?' + urllib.parse.urlencode(
-      dict(run='.', tag='search/candidates_done')))
+      dict(run='tensorboard', tag='search/candidates_done')))
   assert [(p[1], p[2]) for p in steps] == [(s, (s + 1) * PER_STEP) for s in range(STEPS)]
 
 
 def test_pareto_and_probability_images_from_the_first_step(board):
-  images = board('/data/plugin/images/tags')['.']
+  images = board('/data/plugin/images/tags')['tensorboard']
   assert {'search/pareto', 'search/probabilities'} <= set(images)
   pareto = board('/data/plugin/images/images?' + urllib.parse.urlencode(
-      dict(run='.', tag='search/pareto')))
+      dict(run='tensorboard', tag='search/pareto')))
   assert pareto[0]['step'] == 0
 
 

@@ -121,7 +121,8 @@ def report(workdir: str) -> dict:
 
 def main(config, workdir: str) -> dict:
   """`launch.py search`: runs the search, then prints its report and where to look."""
-  board = f'tensorboard --logdir {workdir} --host 127.0.0.1'
+  logdir = os.path.join(workdir, 'tensorboard') if config.method == 'multi_trial' else workdir
+  board = f'tensorboard --logdir {logdir} --host 127.0.0.1'
   logging.info('config (kept in %s/workdir.json):\n%s', workdir, config)
   print(f'TensorBoard: {board}', flush=True)
   summary = run(config, workdir)
@@ -130,6 +131,9 @@ def main(config, workdir: str) -> dict:
     return summary
   report(workdir)
   print(f'\nInspect the search with:\n  {board}')
+  if config.method == 'multi_trial' and config.hparams_per_candidate:
+    print(f'and its candidates in HParams with:\n  tensorboard --logdir '
+          f'{os.path.join(workdir, "hparams")} --host 127.0.0.1')
   if config.method != 'pipeline':
     print(f'Best architecture: {os.path.join(workdir, "best_arch.json")}')
   return summary

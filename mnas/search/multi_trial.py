@@ -9,7 +9,8 @@ Everything lands in the workdir:
   workdir/results.sqlite   one row per candidate evaluation (`mnas.search.store`)
   workdir/controller/      checkpoints of the controller state (`mnas.checkpoints`)
   workdir/latency/         the measured latency table (built on first use)
-  workdir/tensorboard/     summaries; workdir/tensorboard/hparams/ one HParams trial per candidate
+  workdir/tensorboard/     the search's summaries (one run; mnas.search.summaries)
+  workdir/hparams/         one HParams trial per candidate (a run each)
 
 Resume: killing the process at any moment and running the same command continues from the
 last controller checkpoint; the step's samples are drawn again from the same RNG, finished

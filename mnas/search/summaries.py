@@ -10,9 +10,13 @@ plus one run per HParams trial as that dashboard needs. The step is the store's 
   images   search/pareto          from the first step, every `pareto_every_steps`, the last
            search/probabilities   every decision's option probabilities over the steps
   text     config, best_architecture
-  hparams  every decision of the space declared up front (readable option values), the
-           architecture string; one trial per candidate (run hparams/STEP_SLOT/, metrics
-           trial/reward, accuracy, latency_ms: after search/ in the Time Series)
+
+HParams go to a logdir of their own, beside it (workdir/hparams): every decision of the space
+declared up front (readable option values) and the architecture string; one trial per
+candidate (run STEP_SLOT, metrics trial/reward, trial/accuracy, trial/latency_ms). A trial
+must be a run of its own, and TensorBoard ticks no run at all when there are more than 40,
+so `tensorboard --logdir workdir/tensorboard` shows the search's one run whatever its size,
+and `--logdir workdir/hparams` (or the workdir, for both) the trials.
 
 The probabilities' history is kept in logdir/probabilities.jsonl, so the chart of a resumed
 search starts at its first step.
@@ -72,8 +76,8 @@ class SearchWriter:
     space: the search space (decision names and options).
     config: the search config; reads `num_steps`, `pareto_every_steps` and
       `hparams_per_candidate`.
-    hparams: one HParams trial per candidate (a one-shot search's thousands of samples
-      would be thousands of runs); False overrides the config.
+    hparams: one HParams trial per candidate, in logdir/../hparams (a one-shot search's
+      thousands of samples would be thousands of runs); False overrides the config.
     plot: `(rows, front, best=row) -> figure`, the Pareto image (default
       `results.pareto_plot`, without `results.plot_info`'s target, chance and references).
   """
@@ -85,8 +89,10 @@ class SearchWriter:
     self.hparams = hparams and config.hparams_per_candidate
     self.plot = plot or results.pareto_plot
     self.writer.write_texts(0, {'config': '```\n' + str(config) + '\n```'})
+    self.trials = None
     if self.hparams:
-      self.writer.declare_hparams(
+      self.trials = metrics.MetricWriter(os.path.join(os.path.dirname(logdir), 'hparams'))
+      self.trials.declare_hparams(
           {**{d.name: [option_label(o) for o in d.options] + [INACTIVE]
               for d in space.decisions}, 'arch': None, 'arch_id': None}, METRICS)
 
@@ -154,7 +160,9 @@ class SearchWriter:
     values = {'trial/reward': float(c.reward), 'trial/latency_ms': float(c.latency_ms)}
     if c.accuracy is not None:  # A failed candidate has none.
       values['trial/accuracy'] = float(c.accuracy)
-    self.writer.write_hparams(step, hp, values, os.path.join('hparams', f'{step:05d}_{c.slot:03d}'))
+    self.trials.write_hparams(step, hp, values, f'{step:05d}_{c.slot:03d}')
 
   def close(self) -> None:
     self.writer.close()
+    if self.trials:
+      self.trials.close()
