@@ -11,6 +11,7 @@ callers never test either. A full disk is one `DataError` naming the logdir.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any, Mapping, Sequence
 
@@ -32,6 +33,22 @@ def _disk(method):
       self._give_up()
       raise no_space_error(self.logdir) from None
   return guarded
+
+
+def _abandon(writer) -> None:
+  """Stops a tensorboardX writer's threads without writing what they hold (a full disk):
+  no 'handle is closed' tracebacks from them at exit."""
+  # pylint: disable=protected-access
+  for file_writer in writer.all_writers.values():
+    events = file_writer.event_writer
+    if events._closed:
+      continue
+    events._closed = True
+    if events._worker is not None and events._worker.is_alive():
+      events._worker.stop()
+    with contextlib.suppress(OSError):
+      events._ev_writer.close()
+    events._event_queue.close()
 
 
 class MetricWriter:
@@ -110,11 +127,16 @@ class MetricWriter:
     from tensorboardX import SummaryWriter
     from tensorboardX.summary import hparams as hparams_summary
     _, start, end = hparams_summary(dict(hparams), dict(metrics))
-    with SummaryWriter(os.path.join(self.logdir, name)) as trial:
+    trial = SummaryWriter(os.path.join(self.logdir, name))
+    try:
       trial.file_writer.add_summary(start)
       trial.file_writer.add_summary(end)
       for tag, value in metrics.items():
         trial.add_scalar(tag, float(value), step)
+      trial.close()
+    except OSError:
+      _abandon(trial)
+      raise
 
   @_disk
   def flush(self) -> None:
@@ -126,8 +148,7 @@ class MetricWriter:
     self._writer = None
 
   def _give_up(self) -> None:
-    for file_writer in self._writer.all_writers.values():
-      file_writer.event_writer._closed = True  # pylint: disable=protected-access
+    _abandon(self._writer)
     self._writer = None
 
   def __enter__(self) -> MetricWriter:

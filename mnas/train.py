@@ -418,6 +418,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                  config.arch, searched_on, config.dataset)
   with (workdir_lib.hold(workdir, 'train', config) if distributed.is_main()
         else contextlib.nullcontext()):
+    logging.info('config (kept in %s/workdir.json):\n%s', workdir, config)
     result = _run(arch, config, workdir, seed=int(config.seed), budget_steps=None,
                   budget_epochs=None, eval_kind=config.eval_split)
   if result.status != 'done':
@@ -427,7 +428,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
   """`launch.py train`: `train_and_evaluate`, then its outcome on stdout."""
-  logging.info('config (kept in %s/workdir.json):\n%s', workdir, config)
   r = train_and_evaluate(config, workdir)
   if r.status == 'done':
     print(f'{r.arch}\n{r.eval_split} accuracy {r.val_accuracy:.4f} (loss {r.val_loss:.4f}) after '

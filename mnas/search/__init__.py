@@ -59,6 +59,7 @@ def run(config, workdir: str, **kwargs) -> dict:
     method.check_config(config, latency='predictor' not in kwargs, train='proxy' not in kwargs)
     if main:
       workdir_lib.check(workdir, config.method, config)
+      logging.info('config (kept in %s/workdir.json):\n%s', workdir, config)
       if config.proxy.kind == 'accel_nasbench':  # Surrogates: proxy and hardware metric.
         from mnas import accel_nasbench
         proxy, predictor, config = accel_nasbench.search_parts(config, workdir)
@@ -123,7 +124,6 @@ def main(config, workdir: str) -> dict:
   """`launch.py search`: runs the search, then prints its report and where to look."""
   logdir = os.path.join(workdir, 'tensorboard') if config.method == 'multi_trial' else workdir
   board = f'tensorboard --logdir {logdir} --host 127.0.0.1'
-  logging.info('config (kept in %s/workdir.json):\n%s', workdir, config)
   print(f'TensorBoard: {board}', flush=True)
   summary = run(config, workdir)
   if 'trained' in summary:  # A process > 0 of a candidate-parallel search: process 0 reports.
