@@ -31,8 +31,8 @@ ENAS-pytorch (carpedm20) defaults for this controller family; clip 0.2 is
 PPO's (Schulman et al. 2017); 4 epochs per batch and entropy_weight 0 are our
 choices (MnasNet does not report them). PPO's epochs stop once KL(old || new)
 > 1.5 target_kl, target_kl = 0.01 (Spinning Up's PPO, Achiam 2018: its rule and
-default); without it, Adam at 0.03 moved the quickstart's policy by 5-7 nats
-per update (the exact KL, `LSTMPolicy.kl`; 0.004-0.01 at 0.003). MnasNet
+default); without it, Adam at 0.03 moved the quickstart's policy by up to 7
+nats per update (the exact KL, `LSTMPolicy.kl`; 0.004-0.01 at 0.003). MnasNet
 samples ~8K architectures per search; with a few thousand samples use a larger
 rate (e.g. 0.01).
 """
