@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from typing import Any, Mapping, Sequence
 
 from mnas.errors import no_space, no_space_error
@@ -123,7 +124,6 @@ class MetricWriter:
                     name: str) -> None:
     """One HParams trial, in the run `name` below the logdir (its values and metrics; the
     experiment is `declare_hparams`'s)."""
-    import os
     from tensorboardX import SummaryWriter
     from tensorboardX.summary import hparams as hparams_summary
     _, start, end = hparams_summary(dict(hparams), dict(metrics))
