@@ -79,8 +79,8 @@ def test_best_so_far_first_best_seen_wins():
   np.testing.assert_array_equal(best, [[0.2, 0.6, 0.6, 0.1]])
 
 
-@pytest.mark.parametrize('noise', [False, True])
-def test_harness_on_synthetic_table(noise):
+@pytest.mark.parametrize('noise', [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_harness_on_synthetic_table(noise):  # Noisy: ~25 s more, with -m slow.
   table = synthetic_table()
   lat = 1.0 + table.flops / 1e7  # ms: a stand-in for a table of this space
   names = ['random', 'evolution', 'reinforce']

@@ -8,7 +8,8 @@ plus one run per HParams trial as that dashboard needs. The step is the store's 
                                                                point each, not one a step)
            search/controller/*                               the controller's own (kl, ...)
   images   search/pareto          from the first step, every `pareto_every_steps`, the last
-           search/probabilities   every decision's option probabilities over the steps
+           search/probabilities   every decision's option probabilities over the steps (when
+                                  the front is drawn)
   text     config, best_architecture
 
 HParams go to a logdir of their own, beside it (workdir/hparams): every decision of the space
@@ -139,13 +140,14 @@ class SearchWriter:
       if c.ok:
         point['search/candidate_accuracy'] = c.accuracy
       self.writer.write_scalars(first + k, point)
-    self.writer.write_figures(step, {'search/probabilities': probabilities_figure(
-        self.space, self._history(step, probabilities))})
+    history = self._history(step, probabilities)  # Kept every step, drawn with the front.
     last = step == self.num_steps - 1
-    if self.pareto_every and (step % self.pareto_every == 0 or last):
+    if self.pareto_every and (step % self.pareto_every == 0 or last):  # ~3 s of drawing.
       pts = results.distinct(rows)
-      self.writer.write_figures(step, {'search/pareto': self.plot(
-          pts, results.pareto_front(pts), best=best[0] if best else None)})
+      front = self.plot(pts, results.pareto_front(pts), best=best[0] if best else None)
+      self.writer.write_figures(step, {
+          'search/pareto': front,
+          'search/probabilities': probabilities_figure(self.space, history)})
     if self.hparams:
       for c in cands:
         self._hparams(step, c)
