@@ -117,6 +117,7 @@ def _search_config(**proxy):
   config = exp.get_config()
   config.num_steps, config.candidates_per_step = 3, 4
   config.controller = 'random'  # What is tested is the proxy; random compiles least.
+  config.pareto_every_steps = 0  # No images: seconds of drawing each (test_tensorboard has them).
   config.proxy.update(dict(dict(path=FILE), **proxy))
   return config
 

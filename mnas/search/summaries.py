@@ -44,14 +44,16 @@ def option_label(option) -> str:
 
 
 def probabilities_figure(space, history: list[tuple[int, list]]):
-  """One small chart per decision: each option's probability against the step."""
+  """One small chart per decision: each option's probability against the step (fixed
+  margins and few ticks: `tight_layout` over 30 charts took 2 s a figure)."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   n, cols = len(space.decisions), 6
   rows = -(-n // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 1.9 * rows), dpi=80,
+  fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 1.6 * rows), dpi=70,
                            sharex=True, sharey=True, squeeze=False)
+  fig.subplots_adjust(left=0.03, right=0.99, bottom=0.06, top=0.96, wspace=0.08, hspace=0.3)
   steps = [s for s, _ in history]
   for k, ax in enumerate(axes.flat):
     if k >= n:
@@ -60,12 +62,13 @@ def probabilities_figure(space, history: list[tuple[int, list]]):
     d = space.decisions[k]
     for j, option in enumerate(d.options):
       ax.plot(steps, [p[k][j] for _, p in history], '.-', ms=3, label=option_label(option))
-    ax.set_title(d.name, fontsize=7)
-    ax.set_ylim(0, 1)
-    ax.tick_params(labelsize=6)
-    ax.legend(fontsize=5, loc='upper left', frameon=False)
-  fig.supxlabel('step', fontsize=8)
-  fig.tight_layout()
+    ax.set_title(d.name, fontsize=7, pad=2)
+    ax.legend(fontsize=5, loc='upper left', frameon=False, handlelength=1)
+  axes[0, 0].set_ylim(0, 1)
+  axes[0, 0].set_yticks([0, 0.5, 1])
+  axes[0, 0].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4, integer=True))
+  for ax in axes.flat:
+    ax.tick_params(labelsize=6, length=2)
   return fig
 
 
