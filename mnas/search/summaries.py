@@ -93,7 +93,7 @@ class SearchWriter:
     self.hparams = hparams and config.hparams_per_candidate
     self.plot = plot or results.pareto_plot
     self.writer.write_texts(0, {'config': '```\n' + str(config) + '\n```'})
-    self.trials = None
+    self.trials, self.history = None, None
     if self.hparams:
       self.trials = metrics.MetricWriter(os.path.join(os.path.dirname(logdir), 'hparams'))
       self.trials.declare_hparams(
@@ -101,19 +101,25 @@ class SearchWriter:
               for d in space.decisions}, 'arch': None, 'arch_id': None}, METRICS)
 
   def _history(self, step: int, probabilities) -> list[tuple[int, list]]:
-    """The probabilities of the steps before `step` (a resumed search's too), and this one's."""
+    """The probabilities of the steps before `step` (a resumed search's too, read once from
+    the file, which keeps only those), then this one's, appended to it."""
     path = os.path.join(self.logdir, 'probabilities.jsonl')
-    history = []
-    if os.path.exists(path):
-      with open(path) as f:
-        history = [(r['step'], r['p']) for r in map(json.loads, f) if r['step'] < step]
-    history.append((step, [np.asarray(p, float).round(5).tolist() for p in probabilities]))
+    if self.history is None:
+      self.history = []
+      if os.path.exists(path):
+        with open(path) as f:
+          self.history = [(r['step'], r['p']) for r in map(json.loads, f) if r['step'] < step]
+      if self.writer.active:  # Steps from `step` on (a resumed step's) are written again.
+        os.makedirs(self.logdir, exist_ok=True)
+        with open(path + '.tmp', 'w') as f:
+          f.writelines(json.dumps(dict(step=s, p=p)) + '\n' for s, p in self.history)
+        os.replace(path + '.tmp', path)
+    row = [np.asarray(x, float).round(5).tolist() for x in probabilities]
+    self.history.append((step, row))
     if self.writer.active:
-      os.makedirs(self.logdir, exist_ok=True)
-      with open(path + '.tmp', 'w') as f:
-        f.writelines(json.dumps(dict(step=s, p=p)) + '\n' for s, p in history)
-      os.replace(path + '.tmp', path)
-    return history
+      with open(path, 'a') as f:
+        f.write(json.dumps(dict(step=step, p=row)) + '\n')
+    return self.history
 
   def write_step(self, step: int, cands, controller_metrics: dict, probabilities, store,
                  seconds: float, stage: str = 'search') -> None:
