@@ -120,7 +120,7 @@ class Builder:
     bar = progress_bar(len(archs) * rounds, desc, self.progress)
     try:
       for r in range(rounds):
-        for i in (rng.permutation(len(archs)) if r else range(len(archs))):
+        for i in rng.permutation(len(archs)):
           runs[i].append(timing.measure_robust(
               lambda p: self.runner.measure_arch(str(archs[i]), num_classes, p),
               dict(self.protocol, seed=self.seed + r)))

@@ -18,7 +18,7 @@ from mnas.latency import device, load
 from mnas.latency.keys import keys_for, space_keys
 from mnas.latency.predictor import Predictor
 from mnas.latency.settings import Settings
-from mnas.latency.table import LatencyTable, timestamp
+from mnas.latency.table import LatencyTable
 from mnas.latency.validation import validate
 from mnas.space import Space
 
@@ -78,16 +78,20 @@ def _build(config: Any, space: Space, workdir: str, arch: str | None, argv: Sequ
 
 def _validate(config: Any, space: Space, workdir: str, arch: str | None,
               argv: Sequence[str]) -> dict:
-  started = timestamp()
-  table = load.load_or_build(config, space, workdir)
-  # A table this command built was calibrated moments ago, on the architectures a
-  # recalibration would measure again (on a GPU, ~2 s of compiling each, 3 instances).
-  fresh = table.calibration.get('date', '') >= started
+  # A table built here is calibrated by `validate`, its calibration architectures measured
+  # in the same passes as the validation's (not by the build, minutes before).
+  table = load.load_or_build(_without_calibration(config), space, workdir)
   report = validate(table, space, Settings.from_config(config, 'config'),
                     int(config.validate_archs), int(config.validate_seed),
-                    recalibrate=bool(config.recalibrate) and not fresh, workdir=workdir,
+                    recalibrate=bool(config.recalibrate), workdir=workdir,
                     progress=config.progress)
   return {k: v for k, v in report.items() if k != 'architectures'}
+
+
+def _without_calibration(config: Any) -> Any:
+  out = config.copy_and_resolve_references()
+  out.calibration_archs = 0
+  return out
 
 
 def _predict(config: Any, space: Space, workdir: str, arch: str | None,

@@ -100,25 +100,29 @@ def validate(table: LatencyTable, space: Space, settings: Settings, n: int, seed
       resolution=meta.get('resolution'))
   num_classes = int(meta['num_classes'])
   builder = Builder(table, runner=runner, progress=progress, save_every=settings.save_every)
+  cal = []
+  if recalibrate or not table.calibration:
+    # The end-to-end cost the entries miss (weights streaming from memory) moves with the
+    # machine's state (other processes' memory traffic): calibrate now, on architectures
+    # disjoint from the validation ones, as a user would before trusting the predictor.
+    # calibration_archs 0 (a build without calibration): as many as the table's, else 5.
+    n_cal = int(settings.calibration_archs or len(table.calibration.get('archs', [])) or 5)
+    cal = sample_archs(space, n_cal, seed=10_000 + int(meta['seed']),
+                       width_multiplier=meta.get('width_multiplier'),
+                       resolution=meta.get('resolution'))
   t0 = time.time()
   try:
     builder.runner  # Opened first: a table timed elsewhere ('device') fails here, saying so.
-    builder.measure(keys_for(archs, num_classes), desc=f'latency {space.name} {meta["target"]}')
-    if recalibrate or not table.calibration:
-      # The end-to-end cost the entries miss (weights streaming from memory) moves with the
-      # machine's state (other processes' memory traffic): calibrate now, on architectures
-      # disjoint from the validation ones, as a user would before trusting the predictor.
-      # calibration_archs 0 (a build without calibration): as many as the table's, else 5.
-      n_cal = int(settings.calibration_archs or len(table.calibration.get('archs', [])) or 5)
-      cal = sample_archs(space, n_cal, seed=10_000 + int(meta['seed']),
-                         width_multiplier=meta.get('width_multiplier'),
-                         resolution=meta.get('resolution'))
-      builder.measure(keys_for(cal, num_classes), desc='latency calibration entries')
-      calibrate(table, cal, builder.measure_archs(cal, num_classes, desc='calibration'),
-                settings.calibration_model)
+    builder.measure(keys_for(list(archs) + cal, num_classes),
+                    desc=f'latency {space.name} {meta["target"]}')
+    # Calibration and validation architectures in the same shuffled passes: measured ten
+    # minutes apart, the machine's drift between them biased a whole validation by 5%.
+    measured_stats = builder.measure_archs(cal + archs, num_classes, desc='end to end')
+    if cal:
+      calibrate(table, cal, measured_stats[:len(cal)], settings.calibration_model)
+      measured_stats = measured_stats[len(cal):]
       if table.path:
         table.save()
-    measured_stats = builder.measure_archs(archs, num_classes, desc='validate end to end')
   finally:
     builder.close()
   measured = np.array([s['ms'] for s in measured_stats])
