@@ -131,6 +131,7 @@ def cpu_pipeline(c: ml_collections.ConfigDict, resolution: int = 64) -> None:
   c.num_steps = 1
   c.candidates_per_step = 2
   c.latency.calibration_archs = 2
+  c.latency.calibration_model = 'constant'
   c.latency.repeats = 10
   c.latency.warmup = 2
   c.latency.min_seconds = 0.01

@@ -551,3 +551,22 @@ def test_validate_command_calibrates_a_table_it_builds_once(monkeypatch, tmp_pat
   table = latency.LatencyTable.load(latency.load.table_path(c, search_spaces.get_space('tiny'),
                                                             str(tmp_path)))
   assert len(table.calibration['archs']) == 3
+
+
+@pytest.mark.parametrize('key', ['ir_r16_i16_o16_k3_x16_s1_se0_relu_res1',
+                                 'ir_r8_i16_o24_k5_x48_s2_se16hsig_hs_res0'])
+def test_the_timing_loop_runs_the_entry_s_own_program(key):
+  """An entry is timed as its own program: the loop adds no op that XLA could fuse into the
+  block's first or last ops (the first version fed `x + c` in and reduced the output to a
+  scalar: a reduction more than the block has, and early blocks timed 2-8x slow; issue 19)."""
+  import jax
+  import re
+  from mnas.latency import entries
+  module, in_shape = entries.entry_module(latency.parse_key(key), 'auto')
+  shape = (1,) + in_shape
+  v, x = entries.random_variables(module, shape, 0), entries.random_input(shape, 100)
+  alone = jax.jit(module.apply).lower(v, x).compile().as_text()
+  loop = targets.timing_loop(module, jax.eval_shape(module.apply, v, x))
+  looped = jax.jit(loop).lower(v, x, np.int32(3)).compile().as_text()
+  count = lambda hlo, op: len(re.findall(rf'\s{op}\(', hlo))
+  assert count(looped, 'while') == 1 and count(looped, 'reduce') == count(alone, 'reduce')
