@@ -51,9 +51,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.max_spread = 0.2  # Marginal costs are differences of two timings: noisier than either.
   c.remeasure = 2
   # 'loop': entry = t(the block called k times inside one compiled loop) / k, as end-to-end
-  # architectures are timed (on the tiny space at 32x32 an architecture's entries then sum
-  # to its end-to-end time within 3%; LiteRT: one invoke); 'marginal': (t(chain of `chain`
-  # copies) - t(one copy)) / (chain - 1) (28% short there); 'single': one call.
+  # architectures are timed (the loop adds no op to the block's program; LiteRT: one
+  # invoke); 'marginal': (t(chain of `chain` copies) - t(one copy)) / (chain - 1) (28% short
+  # of the end-to-end time on the tiny space at 32x32); 'single': one call.
   c.method = 'loop'
   c.chain = 2
   # 'auto': process CPU time for one CPU thread (steady on a shared machine), else wall time.

@@ -28,6 +28,12 @@ Where a plain sum of isolated timings goes wrong (xla-cpu, found while validatin
     The *marginal* cost of one more block in a chain of copies (`method='marginal'`, see
     `mnas.latency.timing`) came out 28% short of the end-to-end time on the tiny space at
     32x32, the loop's within 3%.
+  * what the timing loop adds to the program: a loop that fed `x + c` in and reduced the
+    output to a scalar had XLA fuse both into the block's first and last ops, so it timed
+    another program (early high-resolution blocks without SE 2-8x slow at 128x128; the plain
+    sum of a MobileNetV3-like architecture ranked 100 architectures with Spearman 0.72).
+    The loop now reads input and weights through an optimization barrier and carries the
+    block's output (`targets.timing_loop`): the block's own program.
   * shared weights are cache-hot: a chain of copies of one block that share weights reads
     them from cache for every copy but the first; the copies get their own weights.
   * load from other processes inflates wall time; one thread pinned to one core measured
