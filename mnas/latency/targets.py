@@ -203,18 +203,9 @@ class XlaMeasurer:
     return timing.time_calls(protocol, call, None, 1, compile_s, self.reference(protocol), calls)
 
   def _loop(self, module, in_shape, protocol: Mapping[str, Any]):
-    """(call, calls, compile_s): `module` called `calls` times inside one compiled loop
-    (`calls` such that one call of the loop takes >= LOOP_MS).
-
-    Each call reads the input and weights through an optimization barrier tied to the loop
-    counter (so XLA cannot hoist the call out of the loop) and its output is the loop's carry
-    (so it is not dead code): the program is the module's own, its input and output
-    materialised buffers, as inside a network. The first version fed `x + c` in and reduced
-    `mean(output)` into the carry; XLA fused those into the module's first and last ops and
-    timed another program: at 128x128, high-resolution blocks without squeeze-excite came
-    out 2-8x slower than alone (ir_r64_i16_o16_k3_x16_relu 0.53 vs 0.095 ms), which put the
-    plain sum of a MobileNetV3-like architecture's entries +11% off its end-to-end time with
-    rank correlation 0.72 (issue 19)."""
+    """(call, calls, compile_s): `module` called `calls` times inside one compiled
+    `timing_loop` (`calls` such that one call of the loop takes >= LOOP_MS); why the loop
+    adds nothing to the module's program: `mnas.latency`'s docstring."""
     import jax
     shape = (protocol['batch_size'],) + tuple(in_shape)
     t0 = time.perf_counter()

@@ -113,7 +113,7 @@ def validate(table: LatencyTable, space: Space, settings: Settings, n: int, seed
   t0 = time.time()
   try:
     builder.runner  # Opened first: a table timed elsewhere ('device') fails here, saying so.
-    builder.measure(keys_for(list(archs) + cal, num_classes),
+    builder.measure(keys_for(archs + cal, num_classes),
                     desc=f'latency {space.name} {meta["target"]}')
     # Calibration and validation architectures in the same shuffled passes: measured ten
     # minutes apart, the machine's drift between them biased a whole validation by 5%.
