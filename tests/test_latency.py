@@ -166,6 +166,32 @@ def test_mismatched_table_is_refused(tmp_path):
                         progress=False)
 
 
+def test_a_table_timed_by_the_old_timing_loop_is_refused(tmp_path):
+  """xla-cpu/gpu entries timed by the first timing loop (no `timing_loop` in the metadata;
+  early blocks 2-8x slow, issue 19) are refused, to load or to extend; LiteRT's 'loop' and
+  the 'marginal' method (the shipped NAS-Bench-Macro tables) never ran that loop."""
+  def old(name, target='xla-cpu', method='loop'):
+    path = str(tmp_path / name)
+    table = fake_table(SMALL, path=path, target=target)
+    assert table.meta.get('timing_loop') == (2 if target in ('xla-cpu', 'gpu') else None)
+    table.meta.pop('timing_loop', None)
+    table.meta['method'] = method
+    table.save()
+    return path
+  for target in ('xla-cpu', 'gpu'):
+    with pytest.raises(latency.TableMismatchError, match='timing_loop=1 .*timing_loop=2') as e:
+      latency.LatencyTable.load(old(f'{target}.json', target))
+    assert e.value.field == 'timing_loop'
+  with pytest.raises(latency.TableMismatchError, match='timing_loop'):
+    latency.build_table(SMALL, 'xla-cpu', SETTINGS, path=old('x.json'), runner=FakeRunner(),
+                        progress=False)
+  latency.LatencyTable.load(old('litert.json', 'litert-cpu'))
+  latency.LatencyTable.load(old('marginal.json', method='marginal'))
+  path = str(tmp_path / 'new.json')
+  fake_table(SMALL, path=path).save()
+  assert latency.LatencyTable.load(path).meta['timing_loop'] == 2
+
+
 # --- the predictor --------------------------------------------------------------------------
 
 def test_predictor_is_the_sum_of_entries_plus_overhead():

@@ -34,7 +34,8 @@ Where a plain sum of isolated timings goes wrong (xla-cpu, found while validatin
     ir_r64_i16_o16_k3_x16_relu 0.53 ms against 0.095 ms in the block's own program; the plain
     sum of a MobileNetV3-like architecture ranked 100 architectures with Spearman 0.72).
     The loop now reads input and weights through an optimization barrier and carries the
-    block's output (`targets.timing_loop`): the block's own program.
+    block's output (`targets.timing_loop`): the block's own program. A table timed by the
+    first loop is refused (`table.TIMING_LOOP`).
   * shared weights are cache-hot: a chain of copies of one block that share weights reads
     them from cache for every copy but the first; the copies get their own weights.
   * load from other processes inflates wall time; one thread pinned to one core measured

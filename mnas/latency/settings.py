@@ -15,6 +15,7 @@ from mnas import config as config_lib
 from mnas.errors import ConfigError
 from mnas.latency import timing
 from mnas.latency.predictor import OVERHEAD_MODELS
+from mnas.latency.table import TIMED_BY_LOOP, TIMING_LOOP
 
 STATISTICS = ('median', 'p25', 'p10', 'min', 'mean')
 METHODS = ('loop', 'marginal', 'single')
@@ -73,10 +74,12 @@ class Settings:
 
   def table_meta(self, target: str) -> dict[str, Any]:
     """The metadata fields of a table measured with these settings on `target`."""
+    loop = self.method == 'loop' and target in TIMED_BY_LOOP
     return dict(num_classes=self.num_classes, threads=self.threads, batch_size=self.batch_size,
                 dtype='float32', unit='ms', statistic=self.statistic, method=self.method,
                 chain=self.chain if self.method == 'marginal' else 1, repeats=self.repeats,
                 warmup=self.warmup, instances=self.instances, max_spread=self.max_spread,
                 remeasure=self.remeasure,
                 min_seconds=self.min_seconds, depthwise_impl=self.depthwise_impl,
-                clock=self.resolved_clock(target), pin=self.pin, seed=self.seed)
+                clock=self.resolved_clock(target), pin=self.pin, seed=self.seed,
+                **(dict(timing_loop=TIMING_LOOP) if loop else {}))

@@ -19,6 +19,12 @@ from mnas import jsonfile
 from mnas.errors import ConfigError, DataError, UserError
 
 SCHEMA_VERSION = 1
+# The version of `targets.timing_loop` that timed a JAX target's entries with method 'loop'. A
+# table timed with an older loop is refused: version 1 (no `timing_loop` field) fed the block
+# `x + c` and reduced its output, which XLA fused into the block's first and last ops, timing
+# early high-resolution blocks 2-8x slow (`mnas.latency`'s docstring).
+TIMING_LOOP = 2
+TIMED_BY_LOOP = ('xla-cpu', 'gpu')  # The targets whose 'loop' entries `timing_loop` times.
 
 # Fields a table must match to be extended or used (beyond the schema version).
 MATCH_FIELDS = ('target', 'space', 'width_multiplier', 'resolution', 'num_classes', 'batch_size',
@@ -28,10 +34,11 @@ MATCH_FIELDS = ('target', 'space', 'width_multiplier', 'resolution', 'num_classe
 class TableMismatchError(ConfigError):
   """A table was made for another target / schema / space / shape than asked for."""
 
-  def __init__(self, field: str, expected: Any, found: Any, path: str | None = None):
+  def __init__(self, field: str, expected: Any, found: Any, path: str | None = None,
+               why: str = ''):
     self.field, self.expected, self.found, self.path = field, expected, found, path
     where = f'latency table {path}' if path else 'latency table'
-    super().__init__(f'{where} was made for {field}={found!r}, but {field}={expected!r} was '
+    super().__init__(f'{where} was made for {field}={found!r}{why}, but {field}={expected!r} was '
                      'asked for; build a table for it (`launch.py latency build`) or use another '
                      'workdir')
 
@@ -153,6 +160,11 @@ class LatencyTable:
                       '"entries")')
     table = cls(obj['meta'], obj['entries'], obj.get('calibration'), path)
     table.check(dict(expect or {}, schema=SCHEMA_VERSION))
+    meta = table.meta
+    if meta.get('method') == 'loop' and meta.get('target') in TIMED_BY_LOOP and meta.get(
+        'timing_loop', 1) != TIMING_LOOP:
+      raise TableMismatchError('timing_loop', TIMING_LOOP, meta.get('timing_loop', 1), path,
+                               why=' (a timing loop that timed early blocks 2-8x slow)')
     return table
 
   def check(self, expect: Mapping[str, Any]) -> None:
