@@ -44,7 +44,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.latency.num_classes = 10
   c.latency.scope = 'on_demand'  # Measure the entries candidates need as they come.
   c.latency.calibration_archs = 4  # A few: measured before the search starts.
-  c.latency.calibration_model = 'constant'  # 'groups' needs ~50.
   c.latency.repeats = 20
   # A proxy task that learns in 400 steps at 32x32 (experiments/train.py's `short_proxy`,
   # on mnas_shapes/proxy32, with the evidence): SGD + Nesterov, batch 64.

@@ -13,6 +13,8 @@ from mnas.errors import ConfigError, DataError
 from mnas.latency import targets
 from mnas.space import Head, Space, SpaceError, Stage, Stem, parse
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 # A very small MobileNetV3-like space: 32x32 input, two stages, few options.
 SMALL = Space(
     name='test_small', stem=Stem(8, 'hs'), head=Head(pre=((32, 'hs'),), post=((48, 'hs'),)),
@@ -167,29 +169,37 @@ def test_mismatched_table_is_refused(tmp_path):
 
 
 def test_a_table_timed_by_the_old_timing_loop_is_refused(tmp_path):
-  """xla-cpu/gpu entries timed by the first timing loop (no `timing_loop` in the metadata;
-  early blocks 2-8x slow, issue 19) are refused, to load or to extend; LiteRT's 'loop' and
-  the 'marginal' method (the shipped NAS-Bench-Macro tables) never ran that loop."""
-  def old(name, target='xla-cpu', method='loop'):
+  """xla-cpu/gpu numbers timed by the first timing loop (no `timing_loop` in the metadata;
+  early blocks 2-8x slow, issue 19) are refused, to load or to extend: the entries of
+  method 'loop', and the reference scale every entry is relative to. LiteRT never ran that
+  loop; the shipped NAS-Bench-Macro tables ('marginal', no reference) keep loading."""
+  from mnas.latency.table import TIMED_BY_LOOP, TIMING_LOOP
+
+  def old(name, target='xla-cpu', method='loop', reference=False):
     path = str(tmp_path / name)
     table = fake_table(SMALL, path=path, target=target)
-    assert table.meta.get('timing_loop') == (2 if target in ('xla-cpu', 'gpu') else None)
+    assert table.meta.get('timing_loop') == (TIMING_LOOP if target in TIMED_BY_LOOP else None)
     table.meta.pop('timing_loop', None)
     table.meta['method'] = method
+    table.meta['reference_arch'] = 'an architecture' if reference else None
     table.save()
     return path
-  for target in ('xla-cpu', 'gpu'):
-    with pytest.raises(latency.TableMismatchError, match='timing_loop=1 .*timing_loop=2') as e:
+  for target in TIMED_BY_LOOP:
+    with pytest.raises(latency.TableMismatchError, match=f'timing_loop=1 .*{TIMING_LOOP}') as e:
       latency.LatencyTable.load(old(f'{target}.json', target))
     assert e.value.field == 'timing_loop'
   with pytest.raises(latency.TableMismatchError, match='timing_loop'):
+    latency.LatencyTable.load(old('reference.json', method='marginal', reference=True))
+  with pytest.raises(latency.TableMismatchError, match='timing_loop'):
     latency.build_table(SMALL, 'xla-cpu', SETTINGS, path=old('x.json'), runner=FakeRunner(),
                         progress=False)
-  latency.LatencyTable.load(old('litert.json', 'litert-cpu'))
+  latency.LatencyTable.load(old('litert.json', 'litert-cpu', reference=True))
   latency.LatencyTable.load(old('marginal.json', method='marginal'))
+  for name in os.listdir(os.path.join(ROOT, 'benchmarks', 'tables')):
+    latency.LatencyTable.load(os.path.join(ROOT, 'benchmarks', 'tables', name))
   path = str(tmp_path / 'new.json')
   fake_table(SMALL, path=path).save()
-  assert latency.LatencyTable.load(path).meta['timing_loop'] == 2
+  assert latency.LatencyTable.load(path).meta['timing_loop'] == TIMING_LOOP
 
 
 # --- the predictor --------------------------------------------------------------------------
@@ -574,9 +584,27 @@ def test_validate_command_calibrates_a_table_it_builds_once(monkeypatch, tmp_pat
   c = _config(calibration_archs=3, validate_archs=4, instances=1, reference=False)
   cli.main('validate', c, str(tmp_path))
   assert len(runner.order) == 2 * (3 + 4)
+  assert len(set(runner.order[:7])) == 7  # The first pass: every architecture once.
   table = latency.LatencyTable.load(latency.load.table_path(c, search_spaces.get_space('tiny'),
                                                             str(tmp_path)))
+  assert set(table.calibration['archs']) < set(runner.order[:7])
+
+
+def test_a_complete_table_without_calibration_is_calibrated_before_use(monkeypatch, tmp_path):
+  """A table `latency validate` built and was stopped before calibrating (complete, no
+  calibration) is calibrated when a config that asks for a calibration loads it, not used
+  with no overhead."""
+  from mnas.latency import runner as runner_lib
+  monkeypatch.setattr(runner_lib, 'open_runner', lambda *a: FakeRunner())
+  space = search_spaces.get_space('tiny')
+  c = _config(calibration_archs=0, instances=1, reference=False, scope='on_demand')
+  table = latency.load_or_build(c, space, str(tmp_path))
+  assert table.meta['complete'] and not table.calibration
+  c.calibration_archs, c.calibration_model = 3, 'constant'
+  table = latency.load_or_build(c, space, str(tmp_path))
   assert len(table.calibration['archs']) == 3
+  assert table.overhead_ms == pytest.approx(FakeRunner.OVERHEAD, rel=0.05)
+  assert latency.load_or_build(c, space, str(tmp_path)).calibration == table.calibration
 
 
 @pytest.mark.parametrize('key', ['ir_r16_i16_o16_k3_x16_s1_se0_relu_res1',
@@ -596,3 +624,11 @@ def test_the_timing_loop_runs_the_entry_s_own_program(key):
   looped = jax.jit(loop).lower(v, x, np.int32(3)).compile().as_text()
   count = lambda hlo, op: len(re.findall(rf'\s{op}\(', hlo))
   assert count(looped, 'while') == 1 and count(looped, 'reduce') == count(alone, 'reduce')
+  # The block reads input and weights through a barrier on the loop counter (not
+  # loop-invariant: XLA cannot hoist it out of the loop), and its output is the loop's.
+  jaxpr = jax.make_jaxpr(loop)(v, x, np.int32(3)).jaxpr
+  (w,) = [e for e in jaxpr.eqns if e.primitive.name == 'while']
+  body = w.params['body_jaxpr'].jaxpr
+  (barrier,) = [e for e in body.eqns if e.primitive.name == 'optimization_barrier']
+  assert body.invars[w.params['body_nconsts']] in barrier.invars  # fori_loop's counter.
+  assert jaxpr.outvars == [w.outvars[-1]]

@@ -8,8 +8,9 @@ no residual).
 
 A table (`LatencyTable`) is a JSON file with metadata (target, CPU model, library versions,
 threads, batch, date, schema version, space, width multiplier, resolution, ...), the entries
-(milliseconds with their robust statistics) and a calibration (the fitted constant overhead).
-Loading a table made for another target, schema or space raises `TableMismatchError`.
+(milliseconds with their robust statistics) and a calibration (the fitted correction).
+Loading a table made for another target, schema or space, or timed by an older timing loop,
+raises `TableMismatchError`.
 `build_table` measures every entry a space can produce (small spaces) or the entries a set of
 architectures needs (large ones; `Predictor` can fill missing entries on demand); it saves
 every few entries and resumes where it stopped.
@@ -27,7 +28,7 @@ Where a plain sum of isolated timings goes wrong (xla-cpu, found while validatin
     compiled loop that calls them several times (`method='loop'`, `XlaMeasurer._loop`).
     The *marginal* cost of one more block in a chain of copies (`method='marginal'`, see
     `mnas.latency.timing`) came out 28% short of the end-to-end time on the tiny space at
-    32x32, the loop's within 3%.
+    32x32 (a sum of the loop's timings 14% short: the next points and the calibration).
   * what the timing loop adds to the program: a loop that fed `x + c` in and reduced the
     output to a scalar had XLA fuse both into the block's first and last ops, so it timed
     another program (early high-resolution blocks without SE 2-8x slow at 128x128, e.g.
@@ -40,7 +41,7 @@ Where a plain sum of isolated timings goes wrong (xla-cpu, found while validatin
     them from cache for every copy but the first; the copies get their own weights.
   * load from other processes inflates wall time; one thread pinned to one core measured
     in process CPU time (`clock='cpu'`) is steady on a busy machine, and end-to-end timings
-    are taken in several shuffled rounds keeping each architecture's best round.
+    are the median over several shuffled rounds (each a fresh instance of every model).
   * a shared machine has slow spells that CPU time does not remove (another tenant's memory
     traffic, the clock frequency): on a quiet 2-core VM an architecture's timing varied by
     17% between rounds, as much as the architectures of the tiny space differ at 32x32.
@@ -48,8 +49,9 @@ Where a plain sum of isolated timings goes wrong (xla-cpu, found while validatin
     architecture of the space and reported relative to it (`reference`; 3% between rounds).
   * what remains is a per-model cost the entries do not see: an entry timed alone keeps its
     weights in cache, a whole network streams its weights from memory on every call. The
-    calibration (a constant overhead, or `calibration_model='weights'`: overhead + ms per
-    million weights) is fitted on a few end-to-end measurements.
+    calibration (`calibration_model`: a constant overhead, 'weights': + ms per million
+    weights, 'groups': + a scale per kind of entry) is fitted on end-to-end measurements of
+    other architectures (50 by default; a search's config: 'constant' on 8).
 
 Command line (`launch.py latency VERB --config experiments/latency.py --workdir DIR`):
 build | validate | predict --arch A | export | import RESULTS.csv. The config

@@ -85,7 +85,8 @@ def check_config(config: Any, where: str = 'config.latency') -> Settings:
 
 def load_or_build(config: Any, space: Space, workdir: str,
                   progress: bool | None = None) -> LatencyTable:
-  """The table of `config` for `space`, built (or its interrupted build resumed) if needed.
+  """The table of `config` for `space`, built (or its interrupted build resumed, or its
+  missing calibration fitted) if needed.
 
   `progress` (tqdm bars) overrides `config.progress`.
   """
@@ -102,7 +103,10 @@ def load_or_build(config: Any, space: Space, workdir: str,
     if table.meta.get('model_code') not in (None, model_code_hash()):
       logging.warning('latency table %s was measured with other model code (models.py/ops.py '
                       'changed since); rebuild it if the change affects speed', path)
-    if table.meta.get('complete') or target not in targets.MEASURABLE:
+    # A complete table is used as it is, unless it lacks the calibration the config asks for
+    # (e.g. `latency validate` built it and was stopped before calibrating it).
+    calibrated = bool(table.calibration) or not settings.calibration_archs
+    if (table.meta.get('complete') and calibrated) or target not in targets.MEASURABLE:
       return table
   elif target not in targets.MEASURABLE:
     raise DataError(f'no latency table at {path}: target {target!r} is timed on the '

@@ -74,7 +74,6 @@ class Settings:
 
   def table_meta(self, target: str) -> dict[str, Any]:
     """The metadata fields of a table measured with these settings on `target`."""
-    loop = self.method == 'loop' and target in TIMED_BY_LOOP
     return dict(num_classes=self.num_classes, threads=self.threads, batch_size=self.batch_size,
                 dtype='float32', unit='ms', statistic=self.statistic, method=self.method,
                 chain=self.chain if self.method == 'marginal' else 1, repeats=self.repeats,
@@ -82,4 +81,4 @@ class Settings:
                 remeasure=self.remeasure,
                 min_seconds=self.min_seconds, depthwise_impl=self.depthwise_impl,
                 clock=self.resolved_clock(target), pin=self.pin, seed=self.seed,
-                **(dict(timing_loop=TIMING_LOOP) if loop else {}))
+                **(dict(timing_loop=TIMING_LOOP) if target in TIMED_BY_LOOP else {}))

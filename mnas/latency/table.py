@@ -2,8 +2,9 @@
 
 The metadata record what the table was measured for and how (target, CPU model, library
 versions, threads, batch, date, schema version, space, width multiplier, resolution, the
-measurement protocol, ...); the calibration holds the fitted overhead. Loading a table made
-for another target, schema or space raises `TableMismatchError`.
+measurement protocol, ...); the calibration holds the fitted correction. Loading a table made
+for another target, schema or space, or timed by an older timing loop, raises
+`TableMismatchError`.
 """
 
 from __future__ import annotations
@@ -19,12 +20,20 @@ from mnas import jsonfile
 from mnas.errors import ConfigError, DataError, UserError
 
 SCHEMA_VERSION = 1
-# The version of `targets.timing_loop` that timed a JAX target's entries with method 'loop'. A
-# table timed with an older loop is refused: version 1 (no `timing_loop` field) fed the block
-# `x + c` and reduced its output, which XLA fused into the block's first and last ops, timing
-# early high-resolution blocks 2-8x slow (`mnas.latency`'s docstring).
+# The version of `targets.timing_loop`, which times a JAX target's architectures (the
+# reference and the calibration's among them) and its entries with method 'loop'. Version 1
+# (tables without `timing_loop`) fed the program `x + c` and reduced its output, which XLA
+# fused into the first and last ops: early high-resolution blocks timed 2-8x slow
+# (`mnas.latency`'s docstring). Tables whose entries or reference scale it timed are refused.
 TIMING_LOOP = 2
-TIMED_BY_LOOP = ('xla-cpu', 'gpu')  # The targets whose 'loop' entries `timing_loop` times.
+TIMED_BY_LOOP = ('xla-cpu', 'gpu')
+
+
+def timed_by_an_old_loop(meta: Mapping[str, Any]) -> bool:
+  """Whether a table's entries ('loop') or reference scale came from an older timing loop."""
+  return (meta.get('target') in TIMED_BY_LOOP and meta.get('timing_loop', 1) != TIMING_LOOP
+          and (meta.get('method') == 'loop' or bool(meta.get('reference_arch'))))
+
 
 # Fields a table must match to be extended or used (beyond the schema version).
 MATCH_FIELDS = ('target', 'space', 'width_multiplier', 'resolution', 'num_classes', 'batch_size',
@@ -38,9 +47,9 @@ class TableMismatchError(ConfigError):
                why: str = ''):
     self.field, self.expected, self.found, self.path = field, expected, found, path
     where = f'latency table {path}' if path else 'latency table'
-    super().__init__(f'{where} was made for {field}={found!r}{why}, but {field}={expected!r} was '
-                     'asked for; build a table for it (`launch.py latency build`) or use another '
-                     'workdir')
+    super().__init__(f'{where} was made for {field}={found!r}{why}, but {field}={expected!r} is '
+                     'needed; build one (`launch.py latency build`) in another workdir or at '
+                     'another config.table')
 
 
 class MissingEntriesError(UserError, ValueError):
@@ -150,7 +159,8 @@ class LatencyTable:
 
   @classmethod
   def load(cls, path: str, expect: Mapping[str, Any] | None = None) -> LatencyTable:
-    """Reads a table; `expect` fields (target, space, ...) must match (TableMismatchError).
+    """Reads a table; `expect` fields (target, space, ...) must match, and a table timed by
+    an older timing loop is refused (TableMismatchError).
 
     A file that is not a table (or not JSON) raises DataError naming it.
     """
@@ -160,10 +170,8 @@ class LatencyTable:
                       '"entries")')
     table = cls(obj['meta'], obj['entries'], obj.get('calibration'), path)
     table.check(dict(expect or {}, schema=SCHEMA_VERSION))
-    meta = table.meta
-    if meta.get('method') == 'loop' and meta.get('target') in TIMED_BY_LOOP and meta.get(
-        'timing_loop', 1) != TIMING_LOOP:
-      raise TableMismatchError('timing_loop', TIMING_LOOP, meta.get('timing_loop', 1), path,
+    if timed_by_an_old_loop(table.meta):
+      raise TableMismatchError('timing_loop', TIMING_LOOP, table.meta.get('timing_loop', 1), path,
                                why=' (a timing loop that timed early blocks 2-8x slow)')
     return table
 

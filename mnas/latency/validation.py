@@ -88,11 +88,11 @@ def validate(table: LatencyTable, space: Space, settings: Settings, n: int, seed
 
   Missing entries of those architectures are measured first (and saved into the table,
   every `settings.save_every`). With `recalibrate` (or without a calibration) the table is
-  calibrated first on `settings.calibration_archs` other architectures
-  (`settings.calibration_model`). Returns (and, with `workdir`, writes as JSON, PNG and
-  TensorBoard) the report: metrics of the predictor (sum of entries + calibrated
-  overhead), of the plain sum, and of each correction fitted on half the architectures and
-  evaluated on the other half.
+  calibrated on `settings.calibration_archs` other architectures
+  (`settings.calibration_model`), measured in the same shuffled passes. Returns (and,
+  with `workdir`, writes as JSON, PNG and TensorBoard) the report: metrics of the predictor
+  (sum of entries + calibration), of the plain sum, and of each correction fitted on half
+  the architectures and evaluated on the other half.
   """
   meta = table.meta
   archs = list(archs) if archs is not None else sample_archs(
