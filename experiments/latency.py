@@ -70,11 +70,12 @@ def get_config() -> ml_collections.ConfigDict:
   # The calibration's correction: 'constant' overhead, 'linear' (scale + overhead),
   # 'weights' (overhead + ms per million weights: weights stream from memory end to end) or
   # 'groups' (a scale per kind of entry + weights; needs ~5x as many archs as kinds).
-  # Measured (issue 19; MobileNetV3-like at 128x128 on xla-cpu, fitted on 50 architectures,
-  # tested on 50 others): Spearman 'groups' 0.972, 'weights' 0.975, 'constant' 0.971, all 100%
-  # within 10%; MAPE 'groups' 2.1%, 'linear' 2.3%, 'weights' 2.5%, 'constant' 2.6%; on the 100
-  # held out: 100%, Spearman 0.982. (Tiny space at 32x32, where one entry is nearly the same
-  # in every architecture: 'constant' 76% within 10% half/half, 'groups' 66%.)
+  # Measured (issue 19; MobileNetV3-like at 128x128 on xla-cpu, two runs, fitted on 50
+  # architectures, tested on 50 others): Spearman 'groups' 0.972 / 0.987, 'weights' 0.975 /
+  # 0.985, 'constant' 0.971 / 0.986, all 100% within 10%; MAPE 'groups' 2.1 / 1.1%,
+  # 'weights' 2.5 / 1.5%, 'constant' 2.6 / 1.7%; on the 100 held out: 100%, Spearman 0.982 /
+  # 0.992. (Tiny space at 32x32, where one entry is nearly the same in every architecture:
+  # 'constant' 76% within 10% half/half, 'groups' 66%.)
   c.calibration_model = 'groups'
   c.recalibrate = True  # `validate` refits the calibration (the machine's state moves).
   c.validate_archs = 100  # `latency validate`: random architectures measured end to end.

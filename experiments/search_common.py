@@ -46,10 +46,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.latency = latency_config.get_config()
   c.latency.scope = 'on_demand'
   c.latency.progress = False
-  # A search's table is calibrated on a few architectures with a constant overhead: with the
-  # entries in their own programs, it ranks as well as 'groups' on 50 (issue 19, xla-cpu,
-  # 128x128, 50 held out: Spearman 0.971 vs 0.972, both 100% within 10%) and keeps the first
-  # build short; `latency validate` measures it for a space and target.
+  # A search's table is calibrated with a constant overhead on 8 architectures (a short first
+  # build): it keeps the plain sum's ranking (issue 19, xla-cpu, 128x128, 100 held out, two
+  # runs: Spearman 0.968 / 0.984; 'groups' on 50: 0.982 / 0.992) and sets its level;
+  # `latency validate` measures both for a space and target.
   c.latency.calibration_model = 'constant'
   c.latency.calibration_archs = 8
   # How a candidate is evaluated: 'train' on the proxy task `c.train`, or 'nas_bench_macro':
